@@ -1,0 +1,217 @@
+"""The gdistill command line: one thin function per subcommand that builds a config and calls a stage.
+
+Flags take the paper's guidance strength w (x_w = (1 + w) x_c - w x_u; diffusers' guidance_scale is
+w + 1). Options left out come from --config FILE.yaml, then from the model kind's defaults.
+"""
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .config import HalveConfig, MatchConfig, TeachConfig, build_config
+from .errors import GdistillError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Distill classifier-free-guided diffusion models into few-step w-conditioned students.")
+console = Console(stderr=True)
+STATE = {"debug": False}
+
+# Options shared by the training stages (None = from --config, then the model kind's default).
+TrainSteps = typer.Option(None, "--train-steps", help="Optimizer steps (per round for halve).")
+BatchSize = typer.Option(None, "--batch-size", help="Examples per step.")
+Lr = typer.Option(None, "--lr", help="Adam learning rate.")
+EmaDecay = typer.Option(None, "--ema-decay", help="EMA decay of the weights used for sampling; 0 = none.")
+Weighting = typer.Option(None, "--weighting", help="Loss weight on ||x - x*||^2: snr-trunc (max(1, SNR)), v-mse (1 + SNR), snr, x-mse.")
+Seed = typer.Option(None, "--seed", help="Seed for weights, data order and noise.")
+ConfigFile = typer.Option(None, "--config", help="YAML file of option: value; the command line wins.")
+Overwrite = typer.Option(None, "--overwrite/--no-overwrite", help="Replace an existing output run.")
+LogEvery = typer.Option(None, "--log-every", help="Steps between log lines in RUN/log.jsonl.")
+CheckpointEvery = typer.Option(None, "--checkpoint-every", help="Steps between resume checkpoints.")
+
+
+def _version(value: bool):
+    if value:
+        print(f"gdistill {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(debug: bool = typer.Option(False, "--debug", help="Show the traceback of an error."),
+         version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")):
+    STATE["debug"] = debug
+
+
+def _train_overrides(**kw):
+    return {k: v for k, v in kw.items()}
+
+
+@app.command()
+def teach(dataset: str = typer.Option(None, "--dataset", help="toy2d, digits, or a folder DIR/<class>/*.png."),
+          out: Path = typer.Option(..., "--out", help="Run directory to write."),
+          image_size: Optional[int] = typer.Option(None, "--image-size", help="Resize folder images to this size (default 32)."),
+          parameterization: Optional[str] = typer.Option(None, "--parameterization", help="What the network predicts: x, eps or v (default v)."),
+          p_uncond: Optional[float] = typer.Option(None, "--p-uncond", help="Label dropout to the null class (default 0.1)."),
+          train_steps: Optional[int] = TrainSteps, batch_size: Optional[int] = BatchSize,
+          lr: Optional[float] = Lr, ema_decay: Optional[float] = EmaDecay,
+          weighting: Optional[str] = Weighting, seed: Optional[int] = Seed,
+          log_every: Optional[int] = LogEvery, checkpoint_every: Optional[int] = CheckpointEvery,
+          overwrite: Optional[bool] = Overwrite, config: Optional[Path] = ConfigFile):
+    """Train a classifier-free-guided teacher on a dataset."""
+    from .stages.teach import teach as run_teach
+
+    cfg = build_config(TeachConfig, config, dict(
+        dataset=dataset, out=str(out), image_size=image_size, parameterization=parameterization,
+        p_uncond=p_uncond, train_steps=train_steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay,
+        weighting=weighting, seed=seed, log_every=log_every, checkpoint_every=checkpoint_every,
+        overwrite=overwrite))
+    done = run_teach(cfg)
+    console.print(f"teacher written to {done}")
+
+
+@app.command()
+def match(teacher: str = typer.Option(None, "--teacher", help="A teacher run or built-in name (digits, toy2d)."),
+          out: Path = typer.Option(..., "--out", help="Run directory to write."),
+          data: Optional[str] = typer.Option(None, "--data", help="Training data (default: the teacher's)."),
+          w_min: Optional[float] = typer.Option(None, "--w-min", help="Smallest guidance strength w (paper's w; default 0)."),
+          w_max: Optional[float] = typer.Option(None, "--w-max", help="Largest guidance strength w (default 4)."),
+          train_steps: Optional[int] = TrainSteps, batch_size: Optional[int] = BatchSize,
+          lr: Optional[float] = Lr, ema_decay: Optional[float] = EmaDecay,
+          weighting: Optional[str] = Weighting, seed: Optional[int] = Seed,
+          log_every: Optional[int] = LogEvery, checkpoint_every: Optional[int] = CheckpointEvery,
+          overwrite: Optional[bool] = Overwrite, config: Optional[Path] = ConfigFile):
+    """Stage 1: train a w-conditioned student on the teacher's guided output for all w in a range."""
+    from .stages.match import match as run_match
+
+    cfg = build_config(MatchConfig, config, dict(
+        teacher=teacher, out=str(out), data=data, w_min=w_min, w_max=w_max, train_steps=train_steps,
+        batch_size=batch_size, lr=lr, ema_decay=ema_decay, weighting=weighting, seed=seed,
+        log_every=log_every, checkpoint_every=checkpoint_every, overwrite=overwrite))
+    done = run_match(cfg)
+    console.print(f"stage-1 student written to {done}")
+
+
+@app.command()
+def halve(from_run: str = typer.Option(None, "--from", help="A stage-1 run or a round-K run to continue from."),
+          out: Path = typer.Option(..., "--out", help="Folder to write round-K runs into."),
+          rounds: Optional[int] = typer.Option(None, "--rounds", help="Rounds, each halving the steps (default 6)."),
+          start_steps: Optional[int] = typer.Option(None, "--start-steps", help="The stage-1 model's grid, a power of two (default 256)."),
+          data: Optional[str] = typer.Option(None, "--data", help="Training data (default: the run's)."),
+          train_steps: Optional[int] = TrainSteps, batch_size: Optional[int] = BatchSize,
+          lr: Optional[float] = Lr, ema_decay: Optional[float] = EmaDecay,
+          weighting: Optional[str] = Weighting, seed: Optional[int] = Seed,
+          log_every: Optional[int] = LogEvery, checkpoint_every: Optional[int] = CheckpointEvery,
+          overwrite: Optional[bool] = Overwrite, config: Optional[Path] = ConfigFile):
+    """Stage 2: progressive distillation, each round halving the sampling steps."""
+    from .stages.halve import halve as run_halve
+
+    cfg = build_config(HalveConfig, config, dict(
+        from_run=from_run, out=str(out), rounds=rounds, start_steps=start_steps, data=data,
+        train_steps=train_steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, weighting=weighting,
+        seed=seed, log_every=log_every, checkpoint_every=checkpoint_every, overwrite=overwrite))
+    if not cfg.from_run:
+        raise GdistillError("--from is required: pass a stage-1 run (from `gdistill match`) or a round-K run")
+    for run in run_halve(cfg):
+        console.print(f"round written to {run}")
+
+
+@app.command()
+def sample(from_run: str = typer.Option(..., "--from", help="A run or built-in teacher name."),
+           out: Path = typer.Option(..., "--out", help="FILE.png (image grid) or FILE.npz (arrays samples, labels)."),
+           steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps (default: the run's grid; 256 for teachers and stage 1)."),
+           w: float = typer.Option(1.0, "--w", help="Guidance strength, paper's w (guidance_scale - 1)."),
+           n: int = typer.Option(64, "--n", help="Number of samples."),
+           seed: int = typer.Option(0, "--seed", help="Noise seed."),
+           label: Optional[int] = typer.Option(None, "--label", help="Class for every sample (default: cycle through the classes)."),
+           sampler: str = typer.Option("deterministic", "--sampler", help="deterministic (DDIM) or stochastic (the paper's)."),
+           raw_weights: bool = typer.Option(False, "--raw-weights", help="Use the raw training weights instead of the EMA."),
+           device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda.")):
+    """Generate samples from a run: the student in N calls, or a teacher with guided DDIM in 2 calls a step."""
+    from .run import load_model
+    from .tasks.sample import cycle_labels, sample as run_sample, save_samples
+
+    if n < 1:
+        raise GdistillError(f"--n must be at least 1, got {n}")
+    if steps is not None and steps < 1:
+        raise GdistillError(f"--steps must be at least 1, got {steps}")
+    if w < 0:
+        raise GdistillError(f"--w must be >= 0 (paper's w; guidance_scale - 1), got {w}")
+    if out.suffix not in (".png", ".npz"):
+        raise GdistillError(f"--out {out} must end in .png (an image) or .npz (arrays)")
+    model, manifest, run = load_model(from_run, raw=raw_weights)
+    if label is not None and not 0 <= label < model.num_classes:
+        raise GdistillError(f"--label {label} is out of range: {run} has classes 0..{model.num_classes - 1}")
+    steps = steps or manifest.get("steps") or 256
+    if manifest.get("steps") and steps != manifest["steps"]:
+        console.print(f"[yellow]warning:[/] {run} was distilled for {manifest['steps']} steps; sampling with {steps}")
+    w_range = manifest.get("w_range")
+    if w_range and not w_range[0] <= w <= w_range[1]:
+        console.print(f"[yellow]warning:[/] w={w} is outside the trained range [{w_range[0]}, {w_range[1]}]")
+    data_range = manifest.get("data_range")
+    result = run_sample(model, cycle_labels(n, model.num_classes, label), steps, w, sampler, seed,
+                        tuple(data_range) if data_range else None, device=device)
+    columns = model.num_classes if label is None and model.num_classes <= 16 else None
+    save_samples(result, out, tuple(data_range) if data_range else None, columns)
+    console.print(f"{n} samples, {steps} steps, {result.calls_per_image} network calls per sample, "
+                  f"{result.seconds / n * 1000:.2f} ms per sample -> {out}")
+
+
+@app.command()
+def info(run: str = typer.Argument(..., help="A run directory or built-in teacher name.")):
+    """Print a run's manifest summary and its lineage."""
+    from .run import lineage, read_manifest, resolve_run
+
+    path = resolve_run(run)
+    m = read_manifest(path)
+    out = Console()
+    table = Table(title=str(path), show_header=False)
+    for key in ("kind", "round", "steps", "w_range", "parameterization", "dataset", "teacher",
+                "gdistill_version", "created"):
+        if m.get(key) is not None:
+            table.add_row(key, str(m[key]))
+    table.add_row("model", f"{m['model'].get('kind')}, w-conditioned: {m['model'].get('w_conditioned', False)}")
+    table.add_row("schedule", str(m.get("schedule")))
+    table.add_row("weights sha256", m["files"].get("model.safetensors", "?")[:16] + "…")
+    if m.get("parent"):
+        table.add_row("parent", f"{m['parent']['path']} ({m['parent']['sha256'][:16]}…)")
+    out.print(table)
+    chain = " -> ".join(
+        f"{e['kind']}" + (f" r{e['round']}" if e.get("round") else "") + (f" ({e['steps']} steps)" if e.get("steps") else "")
+        for e in lineage(m))
+    out.print(f"lineage: {chain}")
+
+
+def run() -> None:
+    """Console-script entry: one-line errors with exit code 2 (tracebacks with --debug)."""
+    try:
+        app(standalone_mode=False)
+    except GdistillError as e:
+        if STATE["debug"]:
+            traceback.print_exc()
+        console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted; re-run the same command to resume from the last checkpoint")
+        sys.exit(130)
+    except Exception as e:  # click usage errors and the like
+        import click
+
+        if isinstance(e, click.exceptions.Exit):
+            sys.exit(e.exit_code)
+        if isinstance(e, click.ClickException):
+            console.print(f"[red]error:[/] {e.format_message()}", highlight=False, soft_wrap=True)
+            sys.exit(2)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,159 @@
+"""Stage settings: dataclasses filled from defaults, then a YAML file, then the command line.
+
+A field left at None is filled from the model kind's preset (PRESETS) once the model is known, so the
+tiny toy MLP and the digits UNet each get defaults that fit them; the manifest records final values.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .diffusion import LOSS_WEIGHTINGS, PARAMETERIZATIONS
+from .errors import GdistillError
+
+
+@dataclass
+class TrainConfig:
+    train_steps: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    ema_decay: float | None = None  # 0 = no EMA
+    grad_clip: float = 1.0
+    weighting: str = "snr-trunc"
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 500
+    overwrite: bool = False
+
+
+@dataclass
+class TeachConfig(TrainConfig):
+    dataset: str = "digits"
+    out: str = ""
+    image_size: int | None = None  # class-folder datasets only
+    parameterization: str = "v"
+    p_uncond: float = 0.1  # label dropout to the null class, for classifier-free guidance
+    weighting: str = "v-mse"
+
+
+@dataclass
+class MatchConfig(TrainConfig):
+    teacher: str = "digits"
+    out: str = ""
+    data: str | None = None  # default: the teacher's training data
+    w_min: float | None = None
+    w_max: float | None = None
+
+
+@dataclass
+class HalveConfig(TrainConfig):
+    from_run: str = ""
+    out: str = ""
+    rounds: int = 6
+    start_steps: int | None = None  # the Stage-1 model's grid; default 256 (see docs/pipeline.md)
+    data: str | None = None
+
+
+# Per-model-kind defaults for fields left at None. Sized for 2 CPU cores (docs/pipeline.md).
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "toy-mlp": {
+        "teach": {"train_steps": 4000, "batch_size": 512, "lr": 1e-3, "ema_decay": 0.999},
+        "match": {"train_steps": 2000, "batch_size": 512, "lr": 3e-4, "ema_decay": 0.999,
+                  "w_min": 0.0, "w_max": 4.0},
+        "halve": {"train_steps": 1000, "batch_size": 512, "lr": 3e-4, "ema_decay": 0.0,
+                  "start_steps": 256},
+    },
+    "pixel-unet": {
+        "teach": {"train_steps": 12000, "batch_size": 64, "lr": 3e-4, "ema_decay": 0.999},
+        "match": {"train_steps": 2000, "batch_size": 64, "lr": 1e-4, "ema_decay": 0.999,
+                  "w_min": 0.0, "w_max": 4.0},
+        "halve": {"train_steps": 1200, "batch_size": 64, "lr": 1e-4, "ema_decay": 0.0,
+                  "start_steps": 256},
+    },
+}
+
+
+def build_config(cls, config_file: str | None, overrides: dict[str, Any]):
+    """defaults <- YAML file <- command-line values that were given (not None)."""
+    known = {f.name for f in fields(cls)}
+    values: dict[str, Any] = {}
+    if config_file:
+        path = Path(config_file)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise GdistillError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as e:
+            raise GdistillError(f"config file {path} is not valid YAML ({e.__class__.__name__})") from None
+        if not isinstance(loaded, dict):
+            raise GdistillError(f"config file {path} must be a mapping of option: value")
+        loaded = {k.replace("-", "_"): v for k, v in loaded.items()}
+        loaded = {("from_run" if k == "from" else k): v for k, v in loaded.items()}
+        unknown = sorted(set(loaded) - known)
+        if unknown:
+            raise GdistillError(f"config file {path}: unknown option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        values.update(loaded)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    config = cls(**values)
+    _check_types(config)
+    return config
+
+
+def _check_types(config) -> None:
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if value is None:
+            continue
+        kind = str(f.type)
+        try:
+            if kind.startswith("int"):
+                if isinstance(value, bool) or float(value) != int(float(value)):
+                    raise ValueError
+                setattr(config, f.name, int(float(value)))
+            elif kind.startswith("float"):
+                setattr(config, f.name, float(value))
+            elif kind.startswith("bool"):
+                if not isinstance(value, bool):
+                    raise ValueError
+        except (TypeError, ValueError):
+            raise GdistillError(f"option {f.name.replace('_', '-')} must be {kind.split(' ')[0]}, got {value!r}") from None
+
+
+def apply_preset(config, model_kind: str, stage: str):
+    """Fill None fields from the model kind's preset and validate the result."""
+    preset = PRESETS.get(model_kind, PRESETS["pixel-unet"])[stage]
+    filled = {k: v for k, v in preset.items() if getattr(config, k, None) is None}
+    config = dataclasses.replace(config, **filled)
+    validate(config)
+    return config
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise GdistillError(message)
+
+
+def validate(c) -> None:
+    _require(c.train_steps >= 1, f"--train-steps must be at least 1, got {c.train_steps}")
+    _require(c.batch_size >= 1, f"--batch-size must be at least 1, got {c.batch_size}")
+    _require(c.lr > 0, f"--lr must be positive, got {c.lr}")
+    _require(0 <= c.ema_decay < 1, f"--ema-decay must be in [0, 1), got {c.ema_decay}")
+    _require(c.weighting in LOSS_WEIGHTINGS, f"--weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, got {c.weighting!r}")
+    _require(c.log_every >= 1 and c.checkpoint_every >= 1, "--log-every and --checkpoint-every must be at least 1")
+    if isinstance(c, TeachConfig):
+        _require(c.parameterization in PARAMETERIZATIONS, f"--parameterization must be one of {', '.join(PARAMETERIZATIONS)}, got {c.parameterization!r}")
+        _require(0 < c.p_uncond < 1, f"--p-uncond must be in (0, 1) for guidance to work, got {c.p_uncond}")
+    if isinstance(c, MatchConfig):
+        _require(0 <= c.w_min <= c.w_max, f"need 0 <= --w-min <= --w-max, got {c.w_min} and {c.w_max}")
+    if isinstance(c, HalveConfig):
+        _require(c.rounds >= 1, f"--rounds must be at least 1, got {c.rounds}")
+        s = c.start_steps
+        _require(s >= 2 and s & (s - 1) == 0, f"--start-steps must be a power of two >= 2, got {s}")
+
+
+def settings_dict(config) -> dict:
+    return dataclasses.asdict(config)

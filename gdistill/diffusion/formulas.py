@@ -1,0 +1,158 @@
+"""The paper's formulas as pure functions over tensors (no models, no files).
+
+Notation (ALGORITHM.md): z_t = a_t x + s_t e, a_t^2 + s_t^2 = 1. Per-example times t have shape (B,);
+they broadcast over the remaining dimensions of z.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .schedules import Schedule
+
+# x_hat = predict_x(z_t, t): any denoiser with its condition and w already bound.
+PredictX = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+PARAMETERIZATIONS = ("x", "eps", "v")
+LOSS_WEIGHTINGS = ("snr-trunc", "v-mse", "snr", "x-mse")
+
+
+def broadcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B,) -> (B, 1, 1, ...) so that it multiplies a batch shaped like `like`."""
+    return v.reshape(v.shape + (1,) * (like.dim() - v.dim()))
+
+
+def alpha_sigma_like(schedule: Schedule, t: torch.Tensor, like: torch.Tensor):
+    a, s = schedule.alpha_sigma(t)
+    return broadcast(a, like).to(like.dtype), broadcast(s, like).to(like.dtype)
+
+
+# --- prediction conversions (all affine in the prediction) -------------------------------------
+def x_from_eps(z, eps, a, s):
+    """x = (z - s e) / a"""
+    return (z - s * eps) / a
+
+
+def eps_from_x(z, x, a, s):
+    """e = (z - a x) / s"""
+    return (z - a * x) / s
+
+
+def v_from_x_eps(x, eps, a, s):
+    """v = a e - s x"""
+    return a * eps - s * x
+
+
+def x_from_v(z, v, a, s):
+    """x = a z - s v"""
+    return a * z - s * v
+
+
+def x_from_prediction(prediction, z, a, s, parameterization: str):
+    """The network's raw output, read as `parameterization`, converted to x."""
+    if parameterization == "x":
+        return prediction
+    if parameterization == "eps":
+        return x_from_eps(z, prediction, a, s)
+    if parameterization == "v":
+        return x_from_v(z, prediction, a, s)
+    raise ValueError(f"unknown parameterization {parameterization!r} (known: {PARAMETERIZATIONS})")
+
+
+def diffuse(x, eps, a, s):
+    """z_t = a_t x + s_t e"""
+    return a * x + s * eps
+
+
+# --- guidance -------------------------------------------------------------------------------
+def guided(cond, uncond, w):
+    """x_w = (1 + w) x_c - w x_u  (paper's w; diffusers' guidance_scale = w + 1)."""
+    return (1 + w) * cond - w * uncond
+
+
+# --- samplers' single steps ------------------------------------------------------------------
+def ddim_step(z_t, x, a_t, s_t, a_s, s_s):
+    """z_s = a_s x + s_s (z_t - a_t x) / s_t; at s = 0 (a_s = 1, s_s = 0) this is exactly x."""
+    return a_s * x + s_s * (z_t - a_t * x) / s_t
+
+
+def ddim_step_t(schedule: Schedule, z_t, x, t, s):
+    a_t, s_t = alpha_sigma_like(schedule, t, z_t)
+    a_s, s_s = alpha_sigma_like(schedule, s, z_t)
+    return ddim_step(z_t, x, a_t, s_t, a_s, s_s)
+
+
+def renoise(z_k, a_k, s_k, a_s, s_s, noise):
+    """Go back up from k to s > k with fresh noise n (forward process from k to s):
+    z_s = (a_s / a_k) z_k + sqrt(s_s^2 - (a_s / a_k)^2 s_k^2) n."""
+    ratio = a_s / a_k
+    return ratio * z_k + torch.sqrt((s_s**2 - ratio**2 * s_k**2).clamp_min(0)) * noise
+
+
+def stochastic_step(schedule: Schedule, z_t, x, t, step: float, noise):
+    """The paper's stochastic step on an N-step grid (step = 1/N): jump deterministically to
+    k = t - 2/N, then add fresh noise to come back up to t - 1/N. From t = 1/N it is plain DDIM to 0."""
+    s = (t - step).clamp_min(0)
+    k = (t - 2 * step).clamp_min(0)
+    a_k, s_k = alpha_sigma_like(schedule, k, z_t)
+    a_s, s_s = alpha_sigma_like(schedule, s, z_t)
+    z_k = ddim_step_t(schedule, z_t, x, t, k)
+    stochastic = renoise(z_k, a_k, s_k, a_s, s_s, noise)
+    last = broadcast(s <= 0, z_t)
+    return torch.where(last, ddim_step_t(schedule, z_t, x, t, s), stochastic)
+
+
+# --- distillation targets --------------------------------------------------------------------
+def halving_target(z_t, z_t2, x2, a_t, s_t, a_t2, s_t2):
+    """Stage 2: the x~ whose single DDIM step t -> t'' lands where the teacher's two steps land:
+    x~ = (z_t'' - (s_t''/s_t) z_t) / (a_t'' - (s_t''/s_t) a_t); when t'' = 0 it is the teacher's x2."""
+    ratio = s_t2 / s_t
+    target = (z_t2 - ratio * z_t) / (a_t2 - ratio * a_t)
+    return torch.where(s_t2 <= 0, x2, target)
+
+
+def teacher_two_steps(schedule: Schedule, teacher: PredictX, z_t, t, step: float):
+    """Two DDIM steps of the teacher, t -> t - step/2 -> t - step. Returns (z_t'', x2)."""
+    t1, t2 = t - step / 2, (t - step).clamp_min(0)
+    x1 = teacher(z_t, t)
+    z_t1 = ddim_step_t(schedule, z_t, x1, t, t1)
+    x2 = teacher(z_t1, t1)
+    z_t2 = ddim_step_t(schedule, z_t1, x2, t1, t2)
+    return z_t2, x2
+
+
+def halving_target_t(schedule: Schedule, teacher: PredictX, z_t, t, step: float):
+    """The Stage-2 regression target for a student on a grid of spacing `step` (= 1/N)."""
+    z_t2, x2 = teacher_two_steps(schedule, teacher, z_t, t, step)
+    t2 = (t - step).clamp_min(0)
+    a_t, s_t = alpha_sigma_like(schedule, t, z_t)
+    a_t2, s_t2 = alpha_sigma_like(schedule, t2, z_t)
+    return halving_target(z_t, z_t2, x2, a_t, s_t, a_t2, s_t2)
+
+
+# --- loss -------------------------------------------------------------------------------------
+def loss_weight(log_snr: torch.Tensor, weighting: str) -> torch.Tensor:
+    """Weight on ||x - x*||^2. snr-trunc: max(1, SNR) = max(||x-x*||^2, ||e-e*||^2);
+    v-mse: 1 + SNR = ||v-v*||^2; snr: SNR = ||e-e*||^2; x-mse: 1."""
+    snr = torch.exp(log_snr)
+    if weighting == "snr-trunc":
+        return snr.clamp_min(1.0)
+    if weighting == "v-mse":
+        return 1.0 + snr
+    if weighting == "snr":
+        return snr
+    if weighting == "x-mse":
+        return torch.ones_like(snr)
+    raise ValueError(f"unknown loss weighting {weighting!r} (known: {LOSS_WEIGHTINGS})")
+
+
+def weighted_x_loss(x_pred, x_target, log_snr, weighting: str):
+    """mean over the batch of weight(l_t) * mean over dimensions of (x_pred - x_target)^2."""
+    per_example = (x_pred - x_target).pow(2).flatten(1).mean(1)
+    return (loss_weight(log_snr.to(per_example.dtype), weighting) * per_example).mean()
+
+
+def sampling_grid(steps: int) -> list[float]:
+    """The N-step grid's starting times, t = 1, (N-1)/N, ..., 1/N."""
+    return [(steps - i) / steps for i in range(steps)]

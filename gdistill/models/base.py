@@ -1,0 +1,87 @@
+"""One interface for every model: predict x from (z_t, t, condition, w).
+
+A Denoiser wraps a network whose raw output is read in the run's parameterization (x, eps or v)
+and converted to x with the run's schedule, so stages and samplers never see the difference.
+"""
+from __future__ import annotations
+
+import torch
+from diffusers.models.embeddings import TimestepEmbedding, get_timestep_embedding
+from torch import nn
+
+from ..diffusion import broadcast, guided, schedule_from_config, x_from_prediction
+from ..diffusion.formulas import PredictX, alpha_sigma_like
+
+
+class GuidanceEmbedding(nn.Module):
+    """The student's w-input: w -> sinusoidal features (as for the timestep) -> small MLP whose last
+    layer starts at zero, added to the time embedding. Zero start => fresh student == teacher(cond)."""
+
+    def __init__(self, features: int, out_dim: int, scale: float = 1000.0):
+        super().__init__()
+        self.features, self.scale = features, scale
+        self.mlp = TimestepEmbedding(features, out_dim)
+        nn.init.zeros_(self.mlp.linear_2.weight)
+        nn.init.zeros_(self.mlp.linear_2.bias)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        feats = get_timestep_embedding(w.float() * self.scale, self.features, flip_sin_to_cos=True,
+                                       downscale_freq_shift=0)
+        return self.mlp(feats.to(self.mlp.linear_1.weight.dtype))
+
+
+class Denoiser(nn.Module):
+    """Base adapter. `config` is everything needed to rebuild the model (it goes into the manifest)."""
+
+    kind: str = ""
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = dict(config)
+        self.schedule = schedule_from_config(config["schedule"])
+        self.parameterization = config.get("parameterization", "v")
+        self.num_classes = int(config["num_classes"])
+        self.w_conditioned = bool(config.get("w_conditioned", False))
+
+    @property
+    def null_label(self) -> int:
+        return self.num_classes
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def network_output(self, z, model_t, labels, w) -> torch.Tensor:
+        raise NotImplementedError
+
+    def predict_x(self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor,
+                  w: torch.Tensor | None = None) -> torch.Tensor:
+        if self.w_conditioned and w is None:
+            raise ValueError("this model is w-conditioned: pass w")
+        out = self.network_output(z, self.schedule.model_time(t), labels,
+                                  w if self.w_conditioned else None)
+        a, s = alpha_sigma_like(self.schedule, t, z)
+        return x_from_prediction(out, z, a, s, self.parameterization)
+
+    # Training calls the model through forward (what DDP wraps); it is predict_x.
+    forward = predict_x
+
+
+def guided_predict_x(model: Denoiser, z, t, labels, w) -> torch.Tensor:
+    """Classifier-free guidance of a teacher: x_c and x_u from ONE batched forward of 2B."""
+    null = torch.full_like(labels, model.null_label)
+    x = model.predict_x(torch.cat([z, z]), torch.cat([t, t]), torch.cat([labels, null]))
+    x_c, x_u = x.chunk(2)
+    return guided(x_c, x_u, broadcast(w.to(z.dtype), z))
+
+
+def denoise_fn(model: Denoiser, labels: torch.Tensor, w: torch.Tensor) -> PredictX:
+    """predict_x(z, t) with condition and w bound: one call for a w-conditioned model, the guided
+    combination (two calls' worth, batched) for a plain teacher."""
+    if model.w_conditioned:
+        return lambda z, t: model.predict_x(z, t, labels, w)
+    return lambda z, t: guided_predict_x(model, z, t, labels, w)
+
+
+def calls_per_step(model: Denoiser) -> int:
+    return 1 if model.w_conditioned else 2

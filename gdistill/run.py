@@ -1,0 +1,178 @@
+"""Run directories: safetensors weights + manifest.yaml, written atomically, loaded with checks.
+
+    RUN/manifest.yaml        lineage and settings (written last)
+    RUN/model.safetensors    the weights used for sampling and as the next stage's teacher (EMA
+                             when the stage kept one)
+    RUN/raw.safetensors      the last raw training weights, when they differ (EMA kept)
+    RUN/log.jsonl            one JSON object per logging interval
+
+A run being trained lives in a sibling work folder `.NAME.partial/` (with its resume checkpoint)
+and becomes RUN by one rename, so RUN is either complete or absent.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .errors import GdistillError
+
+MANIFEST = "manifest.yaml"
+WEIGHTS = "model.safetensors"
+RAW_WEIGHTS = "raw.safetensors"
+LOG = "log.jsonl"
+RUN_KINDS = ("teacher", "stage1", "round")
+REQUIRED_FIELDS = ("gdistill_version", "kind", "model", "files")
+BUILTIN_TEACHERS = ("digits", "toy2d")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def builtin_run_path(name: str) -> Path:
+    return Path(str(resources.files("gdistill") / "builtin" / name))
+
+
+def resolve_run(arg: str | Path) -> Path:
+    """A run path, or a built-in teacher name (digits, toy2d) standing for its shipped run."""
+    path = Path(arg)
+    if str(arg) in BUILTIN_TEACHERS and not path.exists():
+        path = builtin_run_path(str(arg))
+        if not (path / MANIFEST).is_file():
+            raise GdistillError(f"the built-in teacher {arg!r} is missing from this install: reinstall gdistill")
+        return path
+    if not path.exists():
+        raise GdistillError(f"run {path} does not exist: pass a run directory or a built-in teacher ({', '.join(BUILTIN_TEACHERS)})")
+    if not (path / MANIFEST).is_file():
+        hint = ""
+        if (path / "round-1").is_dir():
+            hint = f" (it holds rounds: pass one of them, e.g. {path / 'round-1'})"
+        elif path.parent.joinpath(f".{path.name}.partial").exists():
+            hint = " (an unfinished run; re-run its command to resume it)"
+        raise GdistillError(f"{path} is not a gdistill run: {MANIFEST} is missing{hint}")
+    return path
+
+
+def read_manifest(run: Path) -> dict:
+    try:
+        manifest = yaml.safe_load((run / MANIFEST).read_text())
+    except yaml.YAMLError as e:
+        raise GdistillError(f"{run / MANIFEST} is not valid YAML ({e.__class__.__name__}): the run is damaged, re-create it") from None
+    if not isinstance(manifest, dict):
+        raise GdistillError(f"{run / MANIFEST} is not a mapping: the run is damaged, re-create it")
+    missing = [k for k in REQUIRED_FIELDS if k not in manifest]
+    if missing:
+        raise GdistillError(f"{run / MANIFEST} lacks {', '.join(missing)}: the run is damaged or not from gdistill")
+    if manifest["kind"] not in RUN_KINDS:
+        raise GdistillError(f"{run / MANIFEST} has unknown kind {manifest['kind']!r} (known: {', '.join(RUN_KINDS)})")
+    return manifest
+
+
+def load_weights(run: Path, manifest: dict, raw: bool = False) -> dict[str, torch.Tensor]:
+    """The run's weights, after checking their sha256 against the manifest."""
+    name = RAW_WEIGHTS if raw and RAW_WEIGHTS in manifest["files"] else WEIGHTS
+    path = run / name
+    if not path.is_file():
+        raise GdistillError(f"{path} is missing: the run is incomplete, re-create it")
+    expected = manifest["files"].get(name)
+    if expected is not None and sha256_file(path) != expected:
+        raise GdistillError(f"{path} does not match the sha256 in its manifest: the file is corrupted or was replaced; re-create the run")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise GdistillError(f"cannot read {path}: {e}") from None
+
+
+def load_model(arg: str | Path, raw: bool = False):
+    """(denoiser in eval mode, manifest, run path) for a run or built-in teacher name."""
+    from .models import build_denoiser
+
+    run = resolve_run(arg)
+    manifest = read_manifest(run)
+    try:
+        model = build_denoiser(manifest["model"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise GdistillError(f"{run / MANIFEST} has a model config gdistill cannot build ({e})") from None
+    state = load_weights(run, manifest, raw)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise GdistillError(f"{run / WEIGHTS} does not fit the model in its manifest "
+                            f"(missing {len(missing)}, unexpected {len(unexpected)} tensors): re-create the run")
+    return model.eval().requires_grad_(False), manifest, run
+
+
+def work_dir_for(out: Path) -> Path:
+    return out.parent / f".{out.name}.partial"
+
+
+def prepare_output(out: Path, overwrite: bool) -> Path:
+    """Check that `out` may be written and return its work folder (kept if it exists, to resume)."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise GdistillError(f"{out} already exists: pass --overwrite to replace it, or choose another --out")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        work = work_dir_for(out)
+        work.mkdir(exist_ok=True)
+    except OSError as e:
+        raise GdistillError(f"cannot write to {out.parent}: {e.strerror}; choose a writable --out") from None
+    return work
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def commit_run(work: Path, out: Path, manifest: dict, weights: dict[str, dict[str, torch.Tensor]]) -> Path:
+    """Write the weights and then the manifest into the work folder and rename it to `out`.
+    `weights` maps file names (WEIGHTS, RAW_WEIGHTS) to state dicts."""
+    files = {}
+    for name, state in weights.items():
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(work / name))
+        _fsync_file(work / name)
+        os.chmod(work / name, 0o644)  # safetensors writes 0600; runs are shared and shipped
+        files[name] = sha256_file(work / name)
+    manifest = {"gdistill_version": __version__,
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                **manifest, "files": files}
+    tmp = work / (MANIFEST + ".tmp")
+    tmp.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    _fsync_file(tmp)
+    tmp.rename(work / MANIFEST)
+    shutil.rmtree(work / "resume", ignore_errors=True)
+    if out.exists():  # --overwrite: move the old run aside first so a crash never leaves neither
+        old = out.parent / f".{out.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        work.rename(out)
+        shutil.rmtree(old)
+    else:
+        work.rename(out)
+    return out
+
+
+def parent_record(run: Path, manifest: dict) -> dict:
+    """How a child run names its parent: path, kind, steps and the weights' sha256."""
+    return {"path": str(run), "kind": manifest["kind"], "steps": manifest.get("steps"),
+            "sha256": manifest["files"][WEIGHTS]}
+
+
+def lineage(manifest: dict) -> list[dict]:
+    """Ancestors oldest first, as recorded in the manifest, followed by the run itself."""
+    me = {k: manifest.get(k) for k in ("kind", "steps", "round", "w_range")}
+    return list(manifest.get("lineage", [])) + [me]

@@ -1,0 +1,82 @@
+"""Stage 2, progressive distillation: each round trains a student on an N-step grid to match two
+DDIM steps of its frozen teacher on the 2N-step grid; every round is kept as DIR/round-K."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from ..config import HalveConfig, apply_preset
+from ..data import load_dataset
+from ..diffusion import alpha_sigma_like, diffuse, halving_target_t, weighted_x_loss
+from ..errors import GdistillError
+from ..models import denoise_fn, make_student
+from ..run import MANIFEST, lineage, load_model, parent_record, read_manifest
+from .common import draw_batch, draw_w, train_and_commit
+
+
+def halve(config: HalveConfig) -> list[Path]:
+    teacher, manifest, teacher_run = load_model(config.from_run)
+    if not teacher.w_conditioned:
+        raise GdistillError(f"{teacher_run} is a {manifest['kind']} run without a w-input: "
+                            "halve needs a w-conditioned model; run `gdistill match --teacher` it first")
+    start_given = config.start_steps is not None
+    config = apply_preset(config, teacher.config["kind"], "halve")
+    if manifest["kind"] == "round":
+        if start_given and config.start_steps != manifest["steps"]:
+            raise GdistillError(f"--start-steps {config.start_steps} contradicts {teacher_run}, which samples "
+                                f"in {manifest['steps']} steps: leave --start-steps out when continuing from a round")
+        config = dataclasses.replace(config, start_steps=manifest["steps"])
+    teacher_steps, first_round = config.start_steps, int(manifest.get("round", 0)) + 1
+    if teacher_steps >> config.rounds < 1:
+        raise GdistillError(f"{config.rounds} rounds from {teacher_steps} steps would go below 1 step: "
+                            f"use at most {teacher_steps.bit_length() - 1} rounds")
+    data = load_dataset(config.data) if config.data else load_dataset(manifest["dataset"])
+    w_min, w_max = manifest["w_range"]
+    out_dir, written = Path(config.out), []
+    for k in range(config.rounds):
+        round_no, steps = first_round + k, teacher_steps >> (k + 1)
+        out = out_dir / f"round-{round_no}"
+        parent = parent_record(teacher_run, manifest)
+        if (out / MANIFEST).is_file() and not config.overwrite:
+            done = read_manifest(out)
+            if done.get("parent", {}).get("sha256") != parent["sha256"]:
+                raise GdistillError(f"{out} exists and was distilled from another teacher: "
+                                    "pass --overwrite to replace it, or choose another --out")
+            print(f"{out} is already complete; skipping round {round_no}")
+        else:
+            round_config = dataclasses.replace(config, seed=config.seed + k)
+            torch.manual_seed(round_config.seed)
+            student = make_student(teacher)
+            loss_fn = halving_loss(teacher, data, round_config, steps, w_min, w_max)
+            round_manifest = {
+                "kind": "round", "round": round_no, "steps": steps, "teacher_steps": 2 * steps,
+                "w_range": [w_min, w_max], "dataset": data.spec,
+                "class_names": manifest.get("class_names"), "data_range": manifest.get("data_range"),
+                "teacher": manifest.get("teacher"), "parent": parent, "lineage": lineage(manifest)}
+            train_and_commit(student, loss_fn, round_config, out, round_manifest,
+                             f"halve round {round_no}: {2 * steps} -> {steps} steps",
+                             lr_decay=True, parent_sha=parent["sha256"])
+        written.append(out)
+        teacher, manifest, teacher_run = load_model(out)
+    return written
+
+
+def halving_loss(teacher, data, config, steps: int, w_min: float, w_max: float):
+    schedule = teacher.schedule
+
+    def loss_fn(net, generator, device):
+        teacher.to(device)
+        x, labels, eps = draw_batch(data, config.batch_size, generator, device)
+        w = draw_w(len(x), w_min, w_max, generator).to(device)
+        i = torch.randint(1, steps + 1, (len(x),), generator=generator)
+        t = (i.float() / steps).to(device)  # t = i / N
+        a, s = alpha_sigma_like(schedule, t, x)
+        z = diffuse(x, eps, a, s)
+        with torch.no_grad():
+            target = halving_target_t(schedule, denoise_fn(teacher, labels, w), z, t, 1.0 / steps)
+        loss = weighted_x_loss(net(z, t, labels, w), target, schedule.log_snr(t), config.weighting)
+        return loss, {"halve_loss": loss.item()}
+
+    return loss_fn

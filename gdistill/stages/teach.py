@@ -1,0 +1,44 @@
+"""Train a classifier-free-guided teacher: labels dropped to the null class with probability p_uncond."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..config import TeachConfig, apply_preset
+from ..data import Toy2D, load_dataset
+from ..diffusion import alpha_sigma_like, diffuse, weighted_x_loss
+from ..models import build_denoiser
+from .common import draw_batch, train_and_commit
+
+
+def teacher_model_config(data, parameterization: str) -> dict:
+    base = {"num_classes": data.num_classes, "parameterization": parameterization,
+            "schedule": {"name": "cosine", "logsnr_min": -20.0, "logsnr_max": 20.0}}
+    if isinstance(data, Toy2D):
+        return {**base, "kind": "toy-mlp", "dim": 2}
+    channels, size, _ = data.data_shape
+    return {**base, "kind": "pixel-unet", "image_size": size, "channels": channels}
+
+
+def teach(config: TeachConfig) -> Path:
+    data = load_dataset(config.dataset, config.image_size)
+    model_config = teacher_model_config(data, config.parameterization)
+    config = apply_preset(config, model_config["kind"], "teach")
+    torch.manual_seed(config.seed)  # the model's initial weights
+    model = build_denoiser(model_config)
+    schedule, null = model.schedule, model.null_label
+
+    def loss_fn(net, generator, device):
+        x, labels, eps = draw_batch(data, config.batch_size, generator, device)
+        drop = torch.rand(len(labels), generator=generator).to(device) < config.p_uncond
+        labels = torch.where(drop, torch.full_like(labels, null), labels)
+        t = schedule.sample_t(len(x), generator).to(device)
+        a, s = alpha_sigma_like(schedule, t, x)
+        loss = weighted_x_loss(net(diffuse(x, eps, a, s), t, labels), x, schedule.log_snr(t), config.weighting)
+        return loss, {"x_loss": loss.item()}
+
+    manifest = {"kind": "teacher", "steps": None, "w_range": None, "dataset": data.spec,
+                "class_names": data.class_names, "data_range": data.data_range, "parent": None,
+                "lineage": []}
+    return train_and_commit(model, loss_fn, config, Path(config.out), manifest, f"teach {data.spec['name']}")

@@ -1,0 +1,1 @@
+"""Tasks applied to a loaded run: sampling (edit and inpaint come later)."""

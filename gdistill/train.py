@@ -1,0 +1,158 @@
+"""The one training loop every stage shares: accelerate, Adam, LR schedule, gradient clipping, EMA,
+resume checkpoints, a rich progress bar and a JSON-lines log.
+
+A stage supplies `loss_fn(model, generator, device) -> (loss, terms)`: it draws its own batch and
+noise from `generator` (a CPU torch.Generator seeded from the run's seed, saved in checkpoints), so
+a run is reproducible from its seed and resumes where it stopped.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from safetensors.torch import load_file, save_file
+
+from .errors import TrainingDiverged
+from .run import LOG
+
+LossFn = Callable[[torch.nn.Module, torch.Generator, torch.device], tuple[torch.Tensor, dict]]
+
+
+@dataclass
+class LoopSettings:
+    steps: int
+    lr: float
+    ema_decay: float
+    grad_clip: float
+    seed: int
+    log_every: int
+    checkpoint_every: int
+    lr_decay: bool = False  # linear decay to 0 within the run (progressive distillation rounds)
+    warmup: int = 0
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_safetensors(state: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def _save_checkpoint(folder: Path, step, model, ema, optimizer, scheduler, generator, fingerprint):
+    """Weights first, then the state file that names the step: a checkpoint is used only when its
+    state file exists, and that is renamed into place last."""
+    folder.mkdir(exist_ok=True)
+    _atomic_safetensors(model.state_dict(), folder / "model.safetensors")
+    if ema is not None:
+        _atomic_safetensors(ema.state_dict(), folder / "ema.safetensors")
+    state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+             "fingerprint": fingerprint}
+    _atomic_torch_save(state, folder / "state.pt")
+
+
+def _load_checkpoint(folder: Path, model, ema, optimizer, scheduler, generator, fingerprint) -> int:
+    state_path = folder / "state.pt"
+    if not state_path.is_file():
+        return 0
+    state = torch.load(state_path, weights_only=False)
+    if state.get("fingerprint") != fingerprint:
+        return 0  # a different command's leftovers: start afresh
+    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    if ema is not None:
+        ema.load_state_dict(load_file(str(folder / "ema.safetensors")))
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"])
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model"""
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach().to(e.dtype), 1 - decay)
+
+
+def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work: Path,
+          description: str, fingerprint: str, accelerator=None):
+    """Train `model` in place for settings.steps optimizer steps. Returns (model, ema or None).
+    Resumes from work/resume when its fingerprint (the run's settings) matches."""
+    from accelerate import Accelerator
+
+    accelerator = accelerator or Accelerator()
+    device = accelerator.device
+    generator = torch.Generator().manual_seed(settings.seed)
+    torch.manual_seed(settings.seed)
+    model.train().requires_grad_(True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+
+    def lr_factor(step: int) -> float:
+        warm = min(1.0, (step + 1) / settings.warmup) if settings.warmup else 1.0
+        return warm * (1 - step / settings.steps if settings.lr_decay else 1.0)
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    ema = copy.deepcopy(model).requires_grad_(False) if settings.ema_decay > 0 else None
+    resume_dir = work / "resume"
+    start = _load_checkpoint(resume_dir, model, ema, optimizer, scheduler, generator, fingerprint)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if ema is not None:
+        ema.to(device)
+
+    log_path = work / LOG
+    if start == 0 and log_path.exists():
+        log_path.unlink()
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]:.4g}  {task.fields[rate]:.1f} steps/s"),
+               TimeRemainingColumn()]
+    window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
+    with Progress(*columns, disable=not accelerator.is_main_process, transient=False) as progress, \
+            open(log_path, "a") as log:
+        task = progress.add_task(description, total=settings.steps, completed=start, loss=math.nan, rate=0.0)
+        for step in range(start, settings.steps):
+            loss, terms = loss_fn(model, generator, device)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"loss became {loss.item()} at step {step + 1} (terms: {terms}; seed {settings.seed}); "
+                    f"the last good checkpoint is kept in {resume_dir}: lower --lr or check the data")
+            accelerator.backward(loss)
+            if settings.grad_clip > 0:
+                accelerator.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema_update(ema, accelerator.unwrap_model(model), settings.ema_decay)
+            window_loss += loss.item()
+            window_n += 1
+            done = step + 1
+            if done % settings.log_every == 0 or done == settings.steps:
+                rate = window_n / max(time.perf_counter() - window_start, 1e-9)
+                record = {"step": done, "loss": window_loss / window_n, "lr": scheduler.get_last_lr()[0],
+                          "steps_per_s": round(rate, 3), "time": round(time.time(), 3)}
+                if accelerator.is_main_process:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                progress.update(task, completed=done, loss=record["loss"], rate=rate)
+                window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
+            else:
+                progress.update(task, completed=done)
+            if done % settings.checkpoint_every == 0 and done < settings.steps and accelerator.is_main_process:
+                _save_checkpoint(resume_dir, done, accelerator.unwrap_model(model), ema, optimizer,
+                                 scheduler, generator, fingerprint)
+    model = accelerator.unwrap_model(model).eval().requires_grad_(False)
+    return model, (ema.eval() if ema is not None else None)
