@@ -200,16 +200,18 @@ def run() -> None:
     except KeyboardInterrupt:
         console.print("interrupted; re-run the same command to resume from the last checkpoint")
         sys.exit(130)
-    except Exception as e:  # click usage errors and the like
-        import click
-
-        if isinstance(e, click.exceptions.Exit):
-            sys.exit(e.exit_code)
-        if isinstance(e, click.ClickException):
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as e:
+        # Usage errors from typer's click (vendored in newer typer, so matched by shape, not class).
+        if hasattr(e, "format_message") and hasattr(e, "exit_code"):
+            if e.__class__.__name__ == "NoArgsIsHelpError":
+                e.show()
+                sys.exit(2)
             console.print(f"[red]error:[/] {e.format_message()}", highlight=False, soft_wrap=True)
             sys.exit(2)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(1)
         raise
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors.torch import load_file, save_file
 
@@ -113,6 +114,7 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
     if ema is not None:
         ema.to(device)
 
+    work.mkdir(parents=True, exist_ok=True)
     log_path = work / LOG
     if start == 0 and log_path.exists():
         log_path.unlink()
@@ -120,7 +122,7 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
                TextColumn("loss {task.fields[loss]:.4g}  {task.fields[rate]:.1f} steps/s"),
                TimeRemainingColumn()]
     window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
-    with Progress(*columns, disable=not accelerator.is_main_process, transient=False) as progress, \
+    with Progress(*columns, console=Console(stderr=True), disable=not accelerator.is_main_process, transient=False) as progress, \
             open(log_path, "a") as log:
         task = progress.add_task(description, total=settings.steps, completed=start, loss=math.nan, rate=0.0)
         for step in range(start, settings.steps):

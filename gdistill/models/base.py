@@ -56,15 +56,16 @@ class Denoiser(nn.Module):
 
     def predict_x(self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor,
                   w: torch.Tensor | None = None) -> torch.Tensor:
+        """x_hat(z_t, t, labels, w). Goes through __call__ so module hooks and wrappers see it."""
+        return self(z, t, labels, w)
+
+    def forward(self, z, t, labels, w=None):
         if self.w_conditioned and w is None:
             raise ValueError("this model is w-conditioned: pass w")
         out = self.network_output(z, self.schedule.model_time(t), labels,
                                   w if self.w_conditioned else None)
         a, s = alpha_sigma_like(self.schedule, t, z)
         return x_from_prediction(out, z, a, s, self.parameterization)
-
-    # Training calls the model through forward (what DDP wraps); it is predict_x.
-    forward = predict_x
 
 
 def guided_predict_x(model: Denoiser, z, t, labels, w) -> torch.Tensor:

@@ -16,7 +16,7 @@ PIXEL_DEFAULTS = {
     "kind": "pixel-unet",
     "image_size": 8,
     "channels": 1,
-    "block_out_channels": [64, 128],
+    "block_out_channels": [32, 64],
     "layers_per_block": 2,
     "attention": False,
 }

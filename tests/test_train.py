@@ -1,0 +1,67 @@
+"""The shared training loop: resume after a crash is bit-identical, a NaN stops with a clear message."""
+import pytest
+import torch
+
+from gdistill.data import Toy2D
+from gdistill.diffusion import alpha_sigma_like, diffuse, weighted_x_loss
+from gdistill.errors import TrainingDiverged
+from gdistill.models import build_denoiser
+from gdistill.train import LoopSettings, train
+
+CONFIG = {"kind": "toy-mlp", "dim": 2, "num_classes": 4, "hidden": 32, "depth": 2,
+          "schedule": {"name": "cosine"}, "parameterization": "v"}
+SETTINGS = LoopSettings(steps=60, lr=1e-3, ema_decay=0.9, grad_clip=1.0, seed=3, log_every=10,
+                        checkpoint_every=20, lr_decay=True)
+
+
+def _loss_fn(crash_at=None, nan_at=None):
+    data, calls = Toy2D(), [0]
+
+    def loss_fn(model, generator, device):
+        calls[0] += 1
+        if calls[0] == crash_at:
+            raise RuntimeError("simulated crash")
+        x, labels = data.batch(32, generator)
+        eps = torch.randn(x.shape, generator=generator)
+        t = model.schedule.sample_t(32, generator)
+        a, s = alpha_sigma_like(model.schedule, t, x)
+        loss = weighted_x_loss(model(diffuse(x, eps, a, s), t, labels), x, model.schedule.log_snr(t), "v-mse")
+        if calls[0] == nan_at:
+            loss = loss * float("nan")
+        return loss, {"loss": loss.item()}
+
+    return loss_fn
+
+
+def _fresh_model():
+    torch.manual_seed(0)
+    return build_denoiser(CONFIG)
+
+
+def test_resume_after_crash_is_bit_identical(tmp_path):
+    model, ema = train(_fresh_model(), _loss_fn(), SETTINGS, tmp_path / "a", "a", "fp")
+    work = tmp_path / "b"
+    with pytest.raises(RuntimeError, match="simulated"):
+        train(_fresh_model(), _loss_fn(crash_at=47), SETTINGS, work, "b", "fp")
+    assert (work / "resume" / "state.pt").is_file()
+    resumed, resumed_ema = train(_fresh_model(), _loss_fn(), SETTINGS, work, "b", "fp")
+    for (k, a), b in zip(model.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+    for a, b in zip(ema.state_dict().values(), resumed_ema.state_dict().values()):
+        assert torch.equal(a, b)
+    steps = [int(line.split('"step": ')[1].split(",")[0]) for line in (work / "log.jsonl").read_text().splitlines()]
+    assert steps[-1] == 60
+
+
+def test_checkpoint_of_another_command_is_not_resumed(tmp_path):
+    with pytest.raises(RuntimeError):
+        train(_fresh_model(), _loss_fn(crash_at=30), SETTINGS, tmp_path, "x", "one")
+    model, _ = train(_fresh_model(), _loss_fn(), SETTINGS, tmp_path / "clean", "x", "two")
+    other, _ = train(_fresh_model(), _loss_fn(), SETTINGS, tmp_path, "x", "two")
+    for a, b in zip(model.state_dict().values(), other.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_nan_loss_stops_with_step_and_terms(tmp_path):
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 5 .*seed 3"):
+        train(_fresh_model(), _loss_fn(nan_at=5), SETTINGS, tmp_path, "n", "fp")
