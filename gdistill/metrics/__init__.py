@@ -1,0 +1,2 @@
+"""Sample-quality metrics."""
+from .distances import energy_distance  # noqa: F401
