@@ -20,7 +20,7 @@ def halve(config: HalveConfig) -> list[Path]:
     teacher, manifest, teacher_run = load_model(config.from_run)
     if not teacher.w_conditioned:
         raise GdistillError(f"{teacher_run} is a {manifest['kind']} run without a w-input: "
-                            "halve needs a w-conditioned model; run `gdistill match --teacher` it first")
+                            "halve needs a w-conditioned model: run `gdistill match --teacher` on it first")
     start_given = config.start_steps is not None
     config = apply_preset(config, teacher.config["kind"], "halve")
     if manifest["kind"] == "round":
