@@ -46,7 +46,8 @@ def main() -> None:
     parser.add_argument("--teacher-steps", default="256,64,16,8,4")
     args = parser.parse_args()
     work, out = Path(args.work), Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    grids = out / "digits"
+    grids.mkdir(parents=True, exist_ok=True)
     ws = [float(w) for w in args.w.split(",")]
     gd = [sys.executable, "-m", "gdistill"]
 
@@ -77,8 +78,7 @@ def main() -> None:
                          "ed": energy_distance(result.samples, reference),
                          "ms": result.seconds / args.n * 1000})
             slug = f"{name.split()[0]}-{steps}steps-w{w:g}"
-            image_grid(result.samples[:100], 10).save(out / "digits" / f"{slug}.png") if (out / "digits").mkdir(
-                exist_ok=True) is None else None
+            image_grid(result.samples[:100], 10).save(grids / f"{slug}.png")
             print(rows[-1], flush=True)
 
     lines = ["# Digits pipeline benchmark", "",
