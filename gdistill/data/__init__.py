@@ -94,7 +94,8 @@ def class_folder(path: str | Path, image_size: int = 32) -> TensorDataset:
     images = []
     for f, _ in files:
         try:
-            images.append(Image.open(f))
+            with Image.open(f) as image:  # closes the file: a big folder must not exhaust file handles
+                images.append(image.copy())
         except (UnidentifiedImageError, OSError) as e:
             raise GdistillError(f"cannot read image {f}: {e}; remove or replace it") from None
     mode = "L" if all(im.mode in ("L", "1", "I", "I;16") for im in images) else "RGB"

@@ -46,7 +46,8 @@ def halve(config: HalveConfig) -> list[Path]:
                                     "pass --overwrite to replace it, or choose another --out")
             print(f"{out} is already complete; skipping round {round_no}")
         else:
-            round_config = dataclasses.replace(config, seed=config.seed + k)
+            # seed + round - 1: continuing from round-3 gives round-4 exactly as a single run would
+            round_config = dataclasses.replace(config, seed=config.seed + round_no - 1)
             torch.manual_seed(round_config.seed)
             student = make_student(teacher)
             loss_fn = halving_loss(teacher, data, round_config, steps, w_min, w_max)
