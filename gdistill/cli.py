@@ -20,7 +20,7 @@ from .errors import GdistillError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distill classifier-free-guided diffusion models into few-step w-conditioned students.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # paths stay on one line for scripts
 STATE = {"debug": False}
 
 # Options shared by the training stages (None = from --config, then the model kind's default).

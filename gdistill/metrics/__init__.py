@@ -1,2 +1,2 @@
 """Sample-quality metrics."""
-from .distances import energy_distance  # noqa: F401
+from .distances import class_energy_distance, energy_distance  # noqa: F401
