@@ -49,10 +49,6 @@ def main(debug: bool = typer.Option(False, "--debug", help="Show the traceback o
     STATE["debug"] = debug
 
 
-def _train_overrides(**kw):
-    return {k: v for k, v in kw.items()}
-
-
 @app.command()
 def teach(dataset: str = typer.Option(None, "--dataset", help="toy2d, digits, or a folder DIR/<class>/*.png."),
           out: Path = typer.Option(..., "--out", help="Run directory to write."),

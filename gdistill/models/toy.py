@@ -1,7 +1,6 @@
 """A residual MLP for the 2-D toy: same interface and the same w-embedding as the UNet."""
 from __future__ import annotations
 
-import torch
 from diffusers.models.embeddings import TimestepEmbedding, get_timestep_embedding
 from torch import nn
 
