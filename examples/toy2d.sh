@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The 2-D toy pipeline end to end with default settings: about 2 minutes on 2 CPU cores.
+# The 2-D toy pipeline end to end with default settings: 2 to 3 minutes on 2 CPU cores.
 # toy2d is a class-conditional Gaussian mixture (4 classes, each two opposite blobs on the unit circle).
 set -euo pipefail
 RUNS=${RUNS:-runs/toy2d}

@@ -181,7 +181,7 @@ def info(run: str = typer.Argument(..., help="A run directory or built-in teache
     chain = " -> ".join(
         f"{e['kind']}" + (f" r{e['round']}" if e.get("round") else "") + (f" ({e['steps']} steps)" if e.get("steps") else "")
         for e in lineage(m))
-    out.print(f"lineage: {chain}")
+    out.print(f"lineage: {chain}", soft_wrap=True)
 
 
 def run() -> None:
