@@ -31,3 +31,29 @@ def test_class_energy_distance_is_unbiased_where_the_pooled_one_is_not():
     same = class_energy_distance(data.sample(many, g), data.sample(many, g), many)
     shifted = class_energy_distance(data.sample(many, g), data.sample(many, g) + 0.1, many)
     assert abs(same) < 0.01 < shifted
+
+
+def test_frechet_distance_is_zero_for_a_set_with_itself_and_grows_with_a_shift():
+    from gdistill.metrics.frechet import frechet_distance_of
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(20000, 8, generator=g)
+    assert abs(frechet_distance_of(a, a)) < 1e-6
+    b = torch.randn(20000, 8, generator=g)
+    small = frechet_distance_of(a, b)
+    assert small < 0.05
+    # N(0, I) against N(mu, I): FD = |mu|^2 exactly, estimated from samples
+    assert abs(frechet_distance_of(a, b + 1.0) - 8.0) < 0.2
+    assert frechet_distance_of(a, b + 0.5) > frechet_distance_of(a, b + 0.2) > small
+    # N(0, I) against N(0, 4 I): Tr(I + 4I - 2*2I) = d
+    assert abs(frechet_distance_of(a, 2 * b) - 8.0) < 0.3
+
+
+def test_frechet_distance_needs_more_samples_than_dimensions():
+    import pytest
+
+    from gdistill.errors import GdistillError
+    from gdistill.metrics.frechet import frechet_distance_of
+
+    with pytest.raises(GdistillError, match="more than 64"):
+        frechet_distance_of(torch.randn(50, 64), torch.randn(500, 64))
