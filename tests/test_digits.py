@@ -18,12 +18,35 @@ def classifier():
     return DigitsClassifier()
 
 
-def test_classifier_tells_digits_from_noise(classifier):
+def test_shipped_classifier_tells_digits_from_noise(classifier):
     real = digits()
-    assert classifier.held_out_accuracy > 0.9
-    assert classifier.accuracy(real.x[:500], real.labels[:500]) > 0.9
+    assert classifier.held_out_accuracy > 0.97 and classifier.metadata["recipe"] == "python -m gdistill.metrics.digits"
+    assert classifier.accuracy(real.x[:500], real.labels[:500]) > 0.97
     noise = torch.rand(500, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
     assert classifier.accuracy(noise, cycle_labels(500, 10)) < 0.3
+
+
+def test_digits_fd_separates_real_digits_from_noise_and_blur(classifier):
+    real = digits()
+    order = torch.randperm(len(real.x), generator=torch.Generator().manual_seed(0))
+    half_a, half_b = real.x[order[:800]], real.x[order[800:1600]]
+    same = classifier.digits_fd(half_a, half_b)
+    blurred = classifier.digits_fd(torch.nn.functional.avg_pool2d(half_a, 3, 1, 1), half_b)
+    noise = classifier.digits_fd(torch.rand(800, 1, 8, 8) * 2 - 1, half_b)
+    assert same < 0.2 * blurred and blurred < noise
+
+
+def test_shipped_classifier_is_what_its_recipe_makes(classifier):
+    """Retrain by the recorded recipe: the same accuracy and the same answers (bit-identical weights on
+    this machine; other CPUs may round differently, so the test compares behaviour)."""
+    from gdistill.metrics.digits import train_digits_net
+
+    net, accuracy = train_digits_net()
+    assert abs(accuracy - classifier.held_out_accuracy) < 0.01
+    real = digits()
+    with torch.no_grad():
+        agree = (net(real.x).argmax(1) == classifier.predict(real.x)).float().mean().item()
+    assert agree > 0.98
 
 
 def test_shipped_teacher_draws_the_requested_digit(classifier):
