@@ -142,6 +142,8 @@ def sample(from_run: str = typer.Option(..., "--from", help="A run or built-in t
     if out.suffix not in (".png", ".npz"):
         raise GdistillError(f"--out {out} must end in .png (an image) or .npz (arrays)")
     model, manifest, run = load_model(from_run, raw=raw_weights)
+    if raw_weights and "raw.safetensors" not in manifest["files"]:
+        console.print(f"[yellow]warning:[/] {run} keeps no raw weights (no EMA was kept, or it is a built-in); using its only weights")
     if label is not None and not 0 <= label < model.num_classes:
         raise GdistillError(f"--label {label} is out of range: {run} has classes 0..{model.num_classes - 1}")
     steps = steps or manifest.get("steps") or 256

@@ -89,3 +89,4 @@ def test_builtin_teachers_load(name):
     model, manifest, path = load_model(name)
     assert manifest["kind"] == "teacher" and not model.w_conditioned
     assert path.name == name
+    assert all((path / f).is_file() for f in manifest["files"])  # nothing listed that is not shipped
