@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from report import write_report  # benchmarks/report.py (the script's folder is on sys.path)
+
 from gdistill.metrics import class_energy_distance
 from gdistill.metrics.digits import DigitsClassifier
 from gdistill.run import load_model
@@ -105,8 +107,7 @@ def main() -> None:
               "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['steps']} | {r['w']:g} | {r['calls']} | {r['accuracy']:.3f} | "
               f"{r['fd']:.3f} | {r['ed']:.4f} | {r['ms']:.2f} |" for r in rows]
-    (out / "digits_pipeline.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(out / "digits_pipeline.md", lines)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from typing import Callable
 
 import torch
 
+from report import write_report  # benchmarks/report.py (the script's folder is on sys.path)
+
 from gdistill.models import make_student
 from gdistill.run import load_model
 from gdistill.tasks.sample import cycle_labels, sample
@@ -114,10 +116,7 @@ def main() -> None:
         for t in (r for r in rows if r["model"] != "student"):
             ratio, speedup = t["calls"] / s["calls"], t["seconds"] / s["seconds"]
             lines.append(f"| {s['steps']} | {t['steps']} | {ratio:g} | {speedup:.1f} | {speedup / ratio:.2f} |")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, lines)
 
 
 if __name__ == "__main__":

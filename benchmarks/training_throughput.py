@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from report import write_report  # benchmarks/report.py (the script's folder is on sys.path)
+
 from gdistill.config import HalveConfig, MatchConfig, TeachConfig
 from gdistill.data import load_dataset
 from gdistill.diffusion import alpha_sigma_like, diffuse, halving_target_t, weighted_x_loss
@@ -125,10 +127,7 @@ def main() -> None:
              f"batch {BATCH}, {steps} steps each.", "",
              "| stage | gdistill steps / s | bare loop steps / s | overhead |", "|---|---|---|---|"]
     lines += [f"| {name} | {ours:.2f} | {bare:.2f} | {100 * (1 - ours / bare):.1f} % |" for name, ours, bare in rows]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, lines)
 
 
 if __name__ == "__main__":
