@@ -130,7 +130,7 @@ def sample(from_run: str = typer.Option(..., "--from", help="A run or built-in t
            raw_weights: bool = typer.Option(False, "--raw-weights", help="Use the raw training weights instead of the EMA."),
            device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda.")):
     """Generate samples from a run: the student in N calls, or a teacher with guided DDIM in 2 calls a step."""
-    from .run import load_model
+    from .run import RAW_WEIGHTS, load_model
     from .tasks.sample import cycle_labels, sample as run_sample, save_samples
 
     if n < 1:
@@ -142,7 +142,7 @@ def sample(from_run: str = typer.Option(..., "--from", help="A run or built-in t
     if out.suffix not in (".png", ".npz"):
         raise GdistillError(f"--out {out} must end in .png (an image) or .npz (arrays)")
     model, manifest, run = load_model(from_run, raw=raw_weights)
-    if raw_weights and "raw.safetensors" not in manifest["files"]:
+    if raw_weights and RAW_WEIGHTS not in manifest["files"]:
         console.print(f"[yellow]warning:[/] {run} keeps no raw weights (no EMA was kept, or it is a built-in); using its only weights")
     if label is not None and not 0 <= label < model.num_classes:
         raise GdistillError(f"--label {label} is out of range: {run} has classes 0..{model.num_classes - 1}")

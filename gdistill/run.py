@@ -43,7 +43,8 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def builtin_run_path(name: str) -> Path:
+def builtin_path(name: str) -> Path:
+    """A file or run shipped in gdistill/builtin/ (teachers, the digits classifier)."""
     return Path(str(resources.files("gdistill") / "builtin" / name))
 
 
@@ -51,7 +52,7 @@ def resolve_run(arg: str | Path) -> Path:
     """A run path, or a built-in teacher name (digits, toy2d) standing for its shipped run."""
     path = Path(arg)
     if str(arg) in BUILTIN_TEACHERS and not path.exists():
-        path = builtin_run_path(str(arg))
+        path = builtin_path(str(arg))
         if not (path / MANIFEST).is_file():
             raise GdistillError(f"the built-in teacher {arg!r} is missing from this install: reinstall gdistill")
         return path

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -22,6 +21,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import GdistillError
+from ..run import builtin_path
 from .frechet import frechet_distance_of
 
 FEATURES = 64
@@ -29,7 +29,7 @@ RECIPE = "python -m gdistill.metrics.digits"
 
 
 def weights_path() -> Path:
-    return Path(str(resources.files("gdistill") / "builtin" / "digits-classifier.safetensors"))
+    return builtin_path("digits-classifier.safetensors")
 
 
 class DigitsNet(nn.Module):
