@@ -2,6 +2,9 @@
 
     python benchmarks/training_throughput.py        # about 5 minutes on 2 CPU cores
 
+On a machine with a GPU both loops run on it (accelerate's default device, taken by the bare loop
+too); the batch is drawn on the CPU from a seeded generator and moved, in both loops alike.
+
 For teach, match and halve on the digits UNet (batch 64), runs the real stage (its loss, the shared
 loop with accelerate, EMA, rich progress, JSON-lines log) for --steps steps and reads its steps/s
 from the run's log.jsonl, then runs a bare loop written here that computes the same loss with the
@@ -43,22 +46,30 @@ def logged_steps_per_s(run: Path) -> float:
     return sum(r["steps_per_s"] for r in records) / len(records)
 
 
-def bare_steps_per_s(model, loss_of_batch, steps: int, ema_decay: float, warmup: int = 10) -> float:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_steps_per_s(model, loss_of_batch, steps: int, ema_decay: float, device: torch.device,
+                     warmup: int = 10) -> float:
     """The minimal loop: draw, loss, backward, clip, Adam, EMA. Nothing else."""
-    model.train().requires_grad_(True)
+    model.to(device).train().requires_grad_(True)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     ema = copy.deepcopy(model).requires_grad_(False) if ema_decay else None
     generator = torch.Generator().manual_seed(0)
     for step in range(warmup + steps):
         if step == warmup:
+            _sync(device)
             start = time.perf_counter()
-        loss = loss_of_batch(model, generator)
+        loss = loss_of_batch(model, generator, device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         if ema is not None:
             ema_update(ema, model, ema_decay)
+    _sync(device)
     return steps / (time.perf_counter() - start)
 
 
@@ -68,62 +79,67 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE / "results" / "training_throughput.md"))
     args = parser.parse_args()
     steps, common = args.steps, dict(train_steps=args.steps, batch_size=BATCH, log_every=25)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # what accelerate picks
     data = load_dataset("digits")
     teacher, _, _ = load_model("digits")
+    teacher.to(device)
     schedule = teacher.schedule
     rows = []
 
-    def noisy_batch(generator):
+    def noisy_batch(generator, device):
         x, labels = data.batch(BATCH, generator)
         eps = torch.randn(x.shape, generator=generator)
         t = schedule.sample_t(BATCH, generator)
         a, s = alpha_sigma_like(schedule, t, x)
         w = 4 * torch.rand(BATCH, generator=generator)
-        return x, labels, t, diffuse(x, eps, a, s), w
+        return [v.to(device) for v in (x, labels, t, diffuse(x, eps, a, s), w)]
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         # teach: v-MSE on the data, labels dropped to the null class with probability 0.1
         run = teach(TeachConfig(dataset="digits", out=str(tmp / "teacher"), **common))
 
-        def teach_loss(model, g):
-            x, labels, t, z, _ = noisy_batch(g)
-            labels = torch.where(torch.rand(BATCH, generator=g) < 0.1, torch.full_like(labels, model.null_label), labels)
+        def teach_loss(model, g, device):
+            x, labels, t, z, _ = noisy_batch(g, device)
+            drop = (torch.rand(BATCH, generator=g) < 0.1).to(device)
+            labels = torch.where(drop, torch.full_like(labels, model.null_label), labels)
             return weighted_x_loss(model(z, t, labels), x, schedule.log_snr(t), "v-mse")
 
         same_model, _, _ = load_model(run)  # its weights do not change its speed
-        rows.append(("teach", logged_steps_per_s(run), bare_steps_per_s(same_model, teach_loss, steps, 0.999)))
+        rows.append(("teach", logged_steps_per_s(run), bare_steps_per_s(same_model, teach_loss, steps, 0.999, device)))
 
         # match: the teacher's guided x (one batched 2B forward, no grad) as the target
         run = match(MatchConfig(teacher="digits", out=str(tmp / "stage1"), **common))
 
-        def match_loss(model, g):
-            _, labels, t, z, w = noisy_batch(g)
+        def match_loss(model, g, device):
+            _, labels, t, z, w = noisy_batch(g, device)
             with torch.no_grad():
                 target = guided_predict_x(teacher, z, t, labels, w)
             return weighted_x_loss(model(z, t, labels, w), target, schedule.log_snr(t), "snr-trunc")
 
-        rows.append(("match", logged_steps_per_s(run), bare_steps_per_s(make_student(teacher), match_loss, steps, 0.999)))
+        rows.append(("match", logged_steps_per_s(run), bare_steps_per_s(make_student(teacher), match_loss, steps, 0.999, device)))
 
         # halve (first round, 256 -> 128): two teacher DDIM steps give the target x~
-        stage1, _, _ = load_model(run)
+        stage1 = load_model(run)[0].to(device)
         (round_run,) = halve(HalveConfig(from_run=str(run), out=str(tmp / "pd"), rounds=1, **common))
 
-        def halve_loss(model, g):
-            x, labels, _, _, w = noisy_batch(g)
-            eps = torch.randn(x.shape, generator=g)
-            t = torch.randint(1, 129, (BATCH,), generator=g).float() / 128
+        def halve_loss(model, g, device):
+            x, labels, _, _, w = noisy_batch(g, device)
+            eps = torch.randn(x.shape, generator=g).to(device)
+            t = (torch.randint(1, 129, (BATCH,), generator=g).float() / 128).to(device)
             a, s = alpha_sigma_like(schedule, t, x)
             z = diffuse(x, eps, a, s)
             with torch.no_grad():
                 target = halving_target_t(schedule, denoise_fn(stage1, labels, w), z, t, 1 / 128)
             return weighted_x_loss(model(z, t, labels, w), target, schedule.log_snr(t), "snr-trunc")
 
-        rows.append(("halve", logged_steps_per_s(round_run), bare_steps_per_s(make_student(stage1), halve_loss, steps, 0.0)))
+        rows.append(("halve", logged_steps_per_s(round_run), bare_steps_per_s(make_student(stage1), halve_loss, steps, 0.0, device)))
 
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"CPU, {torch.get_num_threads()} threads"
     lines = ["# Training throughput: gdistill's loop against a bare PyTorch loop", "",
              "Command: `python benchmarks/training_throughput.py" + (f" --steps {steps}" if steps != 300 else "") + "`", "",
-             f"Device: CPU, {torch.get_num_threads()} threads; torch {torch.__version__}; digits UNet (8x8), "
+             f"Device: {device_name}; torch {torch.__version__}; digits UNet (8x8), "
              f"batch {BATCH}, {steps} steps each.", "",
              "| stage | gdistill steps / s | bare loop steps / s | overhead |", "|---|---|---|---|"]
     lines += [f"| {name} | {ours:.2f} | {bare:.2f} | {100 * (1 - ours / bare):.1f} % |" for name, ours, bare in rows]

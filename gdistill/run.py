@@ -139,14 +139,35 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
+def save_safetensors_atomic(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Write a safetensors file whole or not at all: to a temporary name, synced, then renamed."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
+    _fsync_file(tmp)
+    os.chmod(tmp, 0o644)  # safetensors writes 0600; runs and the classifier are shared and shipped
+    os.replace(tmp, path)
+
+
+def publish_dir(work: Path, out: Path) -> Path:
+    """Rename a finished work folder to `out`, replacing an old `out` without ever leaving neither."""
+    if out.exists():  # --overwrite: move the old one aside first
+        old = out.parent / f".{out.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        work.rename(out)
+        shutil.rmtree(old)
+    else:
+        work.rename(out)
+    return out
+
+
 def commit_run(work: Path, out: Path, manifest: dict, weights: dict[str, dict[str, torch.Tensor]]) -> Path:
     """Write the weights and then the manifest into the work folder and rename it to `out`.
     `weights` maps file names (WEIGHTS, RAW_WEIGHTS) to state dicts."""
     files = {}
     for name, state in weights.items():
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(work / name))
-        _fsync_file(work / name)
-        os.chmod(work / name, 0o644)  # safetensors writes 0600; runs are shared and shipped
+        save_safetensors_atomic(state, work / name)
         files[name] = sha256_file(work / name)
     manifest = {"gdistill_version": __version__,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -156,15 +177,7 @@ def commit_run(work: Path, out: Path, manifest: dict, weights: dict[str, dict[st
     _fsync_file(tmp)
     tmp.rename(work / MANIFEST)
     shutil.rmtree(work / "resume", ignore_errors=True)
-    if out.exists():  # --overwrite: move the old run aside first so a crash never leaves neither
-        old = out.parent / f".{out.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        work.rename(out)
-        shutil.rmtree(old)
-    else:
-        work.rename(out)
-    return out
+    return publish_dir(work, out)
 
 
 def parent_record(run: Path, manifest: dict) -> dict:

@@ -19,10 +19,10 @@ from typing import Callable
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from .errors import TrainingDiverged
-from .run import LOG
+from .run import LOG, save_safetensors_atomic
 
 LossFn = Callable[[torch.nn.Module, torch.Generator, torch.device], tuple[torch.Tensor, dict]]
 
@@ -46,19 +46,13 @@ def _atomic_torch_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _atomic_safetensors(state: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
-    os.replace(tmp, path)
-
-
 def _save_checkpoint(folder: Path, step, model, ema, optimizer, scheduler, generator, fingerprint):
     """Weights first, then the state file that names the step: a checkpoint is used only when its
     state file exists, and that is renamed into place last."""
     folder.mkdir(exist_ok=True)
-    _atomic_safetensors(model.state_dict(), folder / "model.safetensors")
+    save_safetensors_atomic(model.state_dict(), folder / "model.safetensors")
     if ema is not None:
-        _atomic_safetensors(ema.state_dict(), folder / "ema.safetensors")
+        save_safetensors_atomic(ema.state_dict(), folder / "ema.safetensors")
     state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
              "fingerprint": fingerprint}

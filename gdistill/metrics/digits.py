@@ -12,16 +12,14 @@ library ships a feature network for 8x8 digits.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import GdistillError
-from ..run import builtin_path
+from ..run import builtin_path, save_safetensors_atomic
 from .frechet import frechet_distance_of
 
 FEATURES = 64
@@ -120,10 +118,7 @@ def main() -> None:
     net, accuracy = train_digits_net()
     metadata = {"recipe": RECIPE, "seed": "0", "epochs": "40", "held_out_accuracy": f"{accuracy:.4f}",
                 "split": "sklearn load_digits, stratified 75/25, random_state 0"}
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp), metadata=metadata)
-    os.chmod(tmp, 0o644)  # safetensors writes 0600; the file is shipped
-    tmp.replace(args.out)
+    save_safetensors_atomic(net.state_dict(), args.out, metadata)
     print(f"held-out accuracy {accuracy:.4f} -> {args.out}")
 
 
