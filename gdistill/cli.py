@@ -36,6 +36,24 @@ LogEvery = typer.Option(None, "--log-every", help="Steps between log lines in RU
 CheckpointEvery = typer.Option(None, "--checkpoint-every", help="Steps between resume checkpoints.")
 
 
+def _device(name: str) -> str:
+    """--device auto: the GPU when there is one."""
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
+def _numbers(option: str, text: str, kind=float) -> list:
+    """A comma-separated list such as 0,1,2,4."""
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise GdistillError(f"{option} {text!r} is not a comma-separated list of {kind.__name__}s, e.g. 0,1,2,4") from None
+    if not values:
+        raise GdistillError(f"{option} is empty: give a comma-separated list, e.g. 0,1,2,4")
+    return values
+
+
 def _version(value: bool):
     if value:
         print(f"gdistill {__version__}")
@@ -128,7 +146,7 @@ def sample(from_run: str = typer.Option(..., "--from", help="A run or built-in t
            label: Optional[int] = typer.Option(None, "--label", help="Class for every sample (default: cycle through the classes)."),
            sampler: str = typer.Option("deterministic", "--sampler", help="deterministic (DDIM) or stochastic (the paper's)."),
            raw_weights: bool = typer.Option(False, "--raw-weights", help="Use the raw training weights instead of the EMA."),
-           device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda.")):
+           device: str = typer.Option("auto", "--device", help="torch device: auto (the GPU if there is one), cpu, cuda.")):
     """Generate samples from a run: the student in N calls, or a teacher with guided DDIM in 2 calls a step."""
     from .run import RAW_WEIGHTS, load_model
     from .tasks.sample import cycle_labels, sample as run_sample, save_samples
@@ -154,11 +172,112 @@ def sample(from_run: str = typer.Option(..., "--from", help="A run or built-in t
         console.print(f"[yellow]warning:[/] w={w} is outside the trained range [{w_range[0]}, {w_range[1]}]")
     data_range = manifest.get("data_range")
     result = run_sample(model, cycle_labels(n, model.num_classes, label), steps, w, sampler, seed,
-                        tuple(data_range) if data_range else None, device=device)
+                        tuple(data_range) if data_range else None, device=_device(device))
     columns = model.num_classes if label is None and model.num_classes <= 16 else None
     save_samples(result, out, tuple(data_range) if data_range else None, columns)
     console.print(f"{n} samples, {steps} steps, {result.calls_per_image} network calls per sample, "
                   f"{result.seconds / n * 1000:.2f} ms per sample -> {out}")
+
+
+@app.command(name="eval")
+def evaluate(
+        from_runs: list[str] = typer.Option(None, "--from", help="A run, a folder of round-K runs (all of them), or a built-in teacher; repeat for more."),
+        out: Path = typer.Option(..., "--out", help="Report folder to write (table, plots, sample grids)."),
+        w: str = typer.Option("0,1,2,4", "--w", help="Guidance strengths to sweep (paper's w), comma-separated."),
+        steps: Optional[str] = typer.Option(None, "--steps", help="Student steps, comma-separated (default: each run's own)."),
+        teacher_steps: Optional[str] = typer.Option(None, "--teacher-steps", help="Also sample the runs' teacher with guided DDIM at these steps (2 calls a step)."),
+        sampler: str = typer.Option("deterministic", "--sampler", help="Student samplers: deterministic, stochastic, or both comma-separated."),
+        n: int = typer.Option(1000, "--n", help="Samples per row."),
+        seed: int = typer.Option(0, "--seed", help="Noise seed, the same for every row."),
+        ref: Optional[str] = typer.Option(None, "--ref", help="Reference: an image folder, a class-folder dataset, or digits / toy2d (default: the run's dataset)."),
+        fid: bool = typer.Option(False, "--fid", help="Fréchet distance: Inception FID (torch-fidelity), or digits-FD with --ref digits."),
+        isc: bool = typer.Option(False, "--isc", help="Inception Score (digits-IS with --ref digits)."),
+        kid: bool = typer.Option(False, "--kid", help="Kernel Inception Distance (digits-KID with --ref digits)."),
+        clip: bool = typer.Option(False, "--clip", help="CLIP score of samples against prompts."),
+        ed: bool = typer.Option(False, "--ed", help="Energy distance to the reference in data space (class-conditional where it has classes)."),
+        inception_weights: Optional[Path] = typer.Option(None, "--inception-weights", help="Local torch-fidelity Inception weights file (for machines with no internet)."),
+        clip_model: Optional[str] = typer.Option(None, "--clip-model", help="CLIP model folder or hub id (default openai/clip-vit-base-patch32)."),
+        prompts: Optional[Path] = typer.Option(None, "--prompts", help="Prompts for --clip, one per line (line k for class k); default: the run's class names."),
+        cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where reference features are cached (default ~/.cache/gdistill)."),
+        device: str = typer.Option("auto", "--device", help="torch device: auto (the GPU if there is one), cpu, cuda."),
+        json_out: bool = typer.Option(False, "--json", help="Print the table as JSON on stdout."),
+        overwrite: bool = typer.Option(False, "--overwrite/--no-overwrite", help="Replace an existing report folder.")):
+    """Score runs (and their teacher) over w, steps and samplers: FID/IS/KID, CLIP score, digits metrics.
+
+    Exits 0 only when every requested metric was computed for every row."""
+    import json
+    import shutil
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .metrics.clip import read_prompts
+    from .metrics.reference import default_cache_dir
+    from .metrics.report import rich_table, write_plots, write_tables
+    from .run import prepare_output, publish_dir
+    from .tasks.evaluate import Scorer, plan_sweep, run_sweep
+    from .tasks.sample import SAMPLERS, save_samples
+
+    ws = _numbers("--w", w)
+    if any(v < 0 for v in ws):
+        raise GdistillError(f"--w must be >= 0 (paper's w; guidance_scale - 1), got {w}")
+    step_list = _numbers("--steps", steps, int) if steps else None
+    teacher_list = _numbers("--teacher-steps", teacher_steps, int) if teacher_steps else None
+    if any(v < 1 for v in (step_list or []) + (teacher_list or [])):
+        raise GdistillError("--steps and --teacher-steps must be at least 1")
+    samplers = [v.strip() for v in sampler.split(",") if v.strip()]
+    if not samplers or any(v not in SAMPLERS for v in samplers):
+        raise GdistillError(f"--sampler {sampler!r}: use {', '.join(SAMPLERS)}, or both comma-separated")
+    if out.exists() and not overwrite:
+        raise GdistillError(f"{out} already exists: pass --overwrite to replace it, or choose another --out")
+    metrics = {name for name, on in (("fid", fid), ("isc", isc), ("kid", kid), ("clip", clip), ("ed", ed)) if on}
+    sweep = plan_sweep(from_runs or [], step_list, teacher_list, samplers)
+    first = sweep[0]
+    if not metrics:  # the default: a Fréchet distance for images, the energy distance for points
+        metrics = {"fid"} if len(first.model.data_shape) == 3 else {"ed"}
+    dataset = first.manifest.get("dataset") or {}
+    ref = ref or (dataset.get("path") if dataset.get("name") == "folder" else dataset.get("name"))
+    if not ref:
+        raise GdistillError(f"{first.label} records no dataset: pass --ref (an image folder, digits or toy2d)")
+    prompt_list = read_prompts(prompts) if prompts else first.manifest.get("class_names")
+    dev = _device(device)
+    scorer = Scorer(metrics, ref, tuple(first.model.data_shape), n, cache_dir or default_cache_dir(), dev,
+                    inception_weights, clip_model, prompt_list, first.model.num_classes,
+                    log=lambda m: console.print(m, highlight=False))
+
+    work = prepare_output(out, overwrite)
+    shutil.rmtree(work)  # a stale half-written report from an interrupted run
+    (work / "grids").mkdir(parents=True)
+    total = sum(len(e.samplers) * len(e.steps) * len(ws) for e in sweep)
+
+    with Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.description}"), console=console) as progress:
+        task = progress.add_task("", total=total)
+
+        def on_row(row, result):
+            slug = f"{Path(row.run).name}-{row.model}-{row.sampler}-{row.steps}steps-w{row.w:g}"
+            data_range = next(e for e in sweep if e.label == row.run).manifest.get("data_range")
+            grid = type(result)(result.samples[:100], result.labels[:100], result.calls_per_image, result.seconds)
+            columns = 10 if len(grid.samples) >= 10 and len(first.model.data_shape) == 3 else None
+            save_samples(grid, work / "grids" / f"{slug}.png", tuple(data_range) if data_range else None, columns)
+            progress.update(task, advance=1, description=f"{row.model} {row.steps} steps w={row.w:g}")
+
+        rows = [r.as_dict() for r in run_sweep(sweep, ws, scorer, n, seed, dev, on_row)]
+    settings = {"command": "gdistill eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else "gdistill eval",
+                "ref": scorer.reference.name, "n": n, "seed": seed, "device": dev, "metrics": sorted(metrics),
+                "w": ws, "samplers": samplers}
+    write_tables(rows, work, settings)
+    write_plots(rows, work)
+    publish_dir(work, out)
+
+    missing = [(r["run"], r["model"], r["steps"], r["w"], c) for r in rows for c in scorer.columns if r.get(c) is None]
+    (console if json_out else Console()).print(rich_table(rows, f"gdistill eval -> {out}"))
+    if json_out:
+        print(json.dumps(rows, indent=1))
+    if missing:
+        console.print(f"[red]error:[/] {len(missing)} metric value(s) could not be computed (n/a in {out / 'report.md'}), "
+                      f"first: {missing[0]}", highlight=False)
+        raise typer.Exit(1)
+    console.print(f"report written to {out}")
 
 
 @app.command()

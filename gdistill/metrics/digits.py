@@ -19,7 +19,7 @@ from safetensors import safe_open
 from torch import nn
 
 from ..errors import GdistillError
-from ..run import builtin_path, save_safetensors_atomic
+from ..run import builtin_path, save_safetensors_atomic, sha256_file
 from .frechet import frechet_distance_of
 
 FEATURES = 64
@@ -91,6 +91,7 @@ class DigitsClassifier:
         self.net.load_state_dict(state)
         self.net.eval().requires_grad_(False)
         self.held_out_accuracy = float(metadata.get("held_out_accuracy", "nan"))
+        self.id = "digits-classifier-" + sha256_file(path)[:16]  # names its features in caches
         self.metadata = metadata
 
     @torch.no_grad()
@@ -99,8 +100,11 @@ class DigitsClassifier:
         return torch.cat([self.net.body(chunk.float().clamp(-1, 1)) for chunk in samples.split(1024)])
 
     @torch.no_grad()
+    def logits(self, samples: torch.Tensor) -> torch.Tensor:
+        return self.net.head(self.features(samples))
+
     def predict(self, samples: torch.Tensor) -> torch.Tensor:
-        return self.net.head(self.features(samples)).argmax(1)
+        return self.logits(samples).argmax(1)
 
     def accuracy(self, samples: torch.Tensor, labels: torch.Tensor) -> float:
         """Fraction of samples classified as their requested label."""

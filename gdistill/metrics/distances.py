@@ -16,11 +16,14 @@ def energy_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(2 * ab - aa - bb)
 
 
-def class_energy_distance(a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor) -> float:
-    """Mean over classes of the energy distance between a[labels == c] and b[labels == c]: the
-    distance between the class-conditional distributions. For two sets drawn with the same labels
+def class_energy_distance(a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor,
+                          b_labels: torch.Tensor | None = None) -> float:
+    """Mean over the classes of `labels` of the energy distance between a[labels == c] and
+    b[b_labels == c] (b_labels defaults to labels): the distance between the class-conditional
+    distributions. For two sets drawn with the same labels
     (as every comparison here is) the pooled energy_distance is biased low, because same-class pairs
     are more frequent across the sets than within one; per class the samples are i.i.d. and the
     estimate is unbiased, so the teacher-against-itself floor scatters around zero."""
+    b_labels = labels if b_labels is None else b_labels
     classes = labels.unique()
-    return sum(energy_distance(a[labels == c], b[labels == c]) for c in classes) / len(classes)
+    return sum(energy_distance(a[labels == c], b[b_labels == c]) for c in classes) / len(classes)

@@ -1,0 +1,135 @@
+"""The eval report: one row per (run, sampler, steps, w) as CSV, JSON and Markdown, and the plots.
+
+    report.csv / report.json / report.md   the table (report.json also holds the command's settings)
+    fd_vs_w.png        Fréchet distance against w, one line per (model, steps, sampler)
+    fd_is_tradeoff.png Fréchet distance against IS across w: the paper's trade-off figure
+    fd_vs_calls.png    Fréchet distance against network calls per image, teacher and students
+    grids/ROW.png      samples of each row
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+from rich.table import Table
+
+FD_COLUMNS = ("fid", "digits_fd")  # Inception FID, else the digits classifier's
+IS_COLUMNS = ("is", "digits_is")
+SETTING_COLUMNS = ("run", "model", "sampler", "steps", "w", "calls_per_image", "seconds_per_image", "n", "seed")
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "n/a"
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
+    return str(value)
+
+
+def write_tables(rows: list[dict], folder: Path, settings: dict) -> None:
+    columns = list(rows[0]) if rows else list(SETTING_COLUMNS)
+    with open(folder / "report.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    (folder / "report.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=1) + "\n")
+    lines = [f"# gdistill eval: {settings.get('command', '')}", "",
+             f"Reference: {settings.get('ref')}; {settings.get('n')} samples a row, seed {settings.get('seed')}, "
+             f"device {settings.get('device')}.", "",
+             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(r[c]) for c in columns) + " |" for r in rows]
+    (folder / "report.md").write_text("\n".join(lines) + "\n")
+
+
+SHORT_HEADERS = {"calls_per_image": "calls", "seconds_per_image": "ms/img", "class_accuracy": "accuracy"}
+
+
+def rich_table(rows: list[dict], title: str) -> Table:
+    """The table for the terminal: the files' columns less those that are the same in every row
+    (n, seed; run and sampler when there is one), seconds shown as milliseconds."""
+    columns = [c for c in (list(rows[0]) if rows else [])
+               if c not in ("n", "seed") and not (c in ("run", "sampler") and len({r[c] for r in rows}) == 1)]
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(SHORT_HEADERS.get(c, c), justify="left" if c in ("run", "model", "sampler") else "right")
+    for r in rows:
+        table.add_row(*(_fmt(r[c] * 1000 if c == "seconds_per_image" else r[c]) for c in columns))
+    return table
+
+
+def _series(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows grouped into lines: one per (run, model, sampler, steps), in w order."""
+    runs_of_model: dict[str, set[str]] = {}
+    for r in rows:
+        runs_of_model.setdefault(r["model"], set()).add(r["run"])
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        name = f"{r['model']} {r['steps']} steps" + (" (stochastic)" if r["sampler"] == "stochastic" else "")
+        if len(runs_of_model[r["model"]]) > 1:  # the same kind from several runs: name the run too
+            name = f"{r['run']}: {name}"
+        groups.setdefault(name, []).append(r)
+    return {k: sorted(v, key=lambda r: r["w"]) for k, v in groups.items()}
+
+
+def _valid(rows, *columns):
+    return [r for r in rows if all(isinstance(r.get(c), (int, float)) and math.isfinite(r[c]) for c in columns)]
+
+
+def write_plots(rows: list[dict], folder: Path) -> list[Path]:
+    """The PNG charts the table supports (none without a Fréchet-distance column)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fd = next((c for c in FD_COLUMNS if rows and c in rows[0]), None)
+    isc = next((c for c in IS_COLUMNS if rows and c in rows[0]), None)
+    if fd is None:
+        return []
+    label = "FID" if fd == "fid" else "digits-FD"
+    written = []
+
+    def save(fig, name):
+        fig.tight_layout()
+        fig.savefig(folder / name, dpi=120)
+        plt.close(fig)
+        written.append(folder / name)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, group in _series(rows).items():
+        group = _valid(group, fd)
+        ax.plot([r["w"] for r in group], [r[fd] for r in group], marker="o", label=name)
+    ax.set(xlabel="guidance strength w", ylabel=f"{label} (lower is better)", title=f"{label} against w")
+    ax.legend(fontsize=7)
+    save(fig, "fd_vs_w.png")
+
+    if isc is not None:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for name, group in _series(rows).items():
+            group = _valid(group, fd, isc)
+            ax.plot([r[isc] for r in group], [r[fd] for r in group], marker="o", label=name)
+            for r in group:
+                ax.annotate(f"w={r['w']:g}", (r[isc], r[fd]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        is_label = "IS" if isc == "is" else "digits-IS"
+        ax.set(xlabel=f"{is_label} (higher is better)", ylabel=f"{label} (lower is better)",
+               title=f"{label} / {is_label} trade-off across w")
+        ax.legend(fontsize=7)
+        save(fig, "fd_is_tradeoff.png")
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for k, w in enumerate(sorted({r["w"] for r in rows})):
+        for teacher, marker, style in ((True, "o", "-"), (False, "^", "--")):
+            group = sorted(_valid([r for r in rows if r["w"] == w and (r["model"] == "teacher") == teacher
+                                   and r["sampler"] == "deterministic"], fd), key=lambda r: r["calls_per_image"])
+            if group:
+                ax.plot([r["calls_per_image"] for r in group], [r[fd] for r in group], marker=marker, linestyle=style,
+                        color=f"C{k % 10}", label=f"{'teacher (guided DDIM)' if teacher else 'students'}, w={w:g}")
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="network calls per image", ylabel=f"{label} (lower is better)", title=f"{label} against sampling cost")
+    ax.legend(fontsize=7)
+    save(fig, "fd_vs_calls.png")
+    return written
