@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -308,11 +309,13 @@ def info(run: str = typer.Argument(..., help="A run directory or built-in teache
 def run() -> None:
     """Console-script entry: one-line errors with exit code 2 (tracebacks with --debug)."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns typer.Exit's code instead of exiting
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except GdistillError as e:
         if STATE["debug"]:
             traceback.print_exc()
-        console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("interrupted; re-run the same command to resume from the last checkpoint")
@@ -327,7 +330,7 @@ def run() -> None:
             if e.__class__.__name__ == "NoArgsIsHelpError":
                 e.show()
                 sys.exit(2)
-            console.print(f"[red]error:[/] {e.format_message()}", highlight=False, soft_wrap=True)
+            console.print(f"[red]error:[/] {escape(e.format_message())}", highlight=False, soft_wrap=True)
             sys.exit(2)
         raise
 

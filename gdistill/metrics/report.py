@@ -79,6 +79,11 @@ def _valid(rows, *columns):
     return [r for r in rows if all(isinstance(r.get(c), (int, float)) and math.isfinite(r[c]) for c in columns)]
 
 
+def _legend(ax) -> None:
+    if ax.get_legend_handles_labels()[0]:  # nothing to name when every value is missing
+        ax.legend(fontsize=7)
+
+
 def write_plots(rows: list[dict], folder: Path) -> list[Path]:
     """The PNG charts the table supports (none without a Fréchet-distance column)."""
     import matplotlib
@@ -104,7 +109,7 @@ def write_plots(rows: list[dict], folder: Path) -> list[Path]:
         group = _valid(group, fd)
         ax.plot([r["w"] for r in group], [r[fd] for r in group], marker="o", label=name)
     ax.set(xlabel="guidance strength w", ylabel=f"{label} (lower is better)", title=f"{label} against w")
-    ax.legend(fontsize=7)
+    _legend(ax)
     save(fig, "fd_vs_w.png")
 
     if isc is not None:
@@ -117,7 +122,7 @@ def write_plots(rows: list[dict], folder: Path) -> list[Path]:
         is_label = "IS" if isc == "is" else "digits-IS"
         ax.set(xlabel=f"{is_label} (higher is better)", ylabel=f"{label} (lower is better)",
                title=f"{label} / {is_label} trade-off across w")
-        ax.legend(fontsize=7)
+        _legend(ax)
         save(fig, "fd_is_tradeoff.png")
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -130,6 +135,6 @@ def write_plots(rows: list[dict], folder: Path) -> list[Path]:
                         color=f"C{k % 10}", label=f"{'teacher (guided DDIM)' if teacher else 'students'}, w={w:g}")
     ax.set_xscale("log", base=2)
     ax.set(xlabel="network calls per image", ylabel=f"{label} (lower is better)", title=f"{label} against sampling cost")
-    ax.legend(fontsize=7)
+    _legend(ax)
     save(fig, "fd_vs_calls.png")
     return written
