@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from report import write_report  # benchmarks/report.py (the script's folder is on sys.path)
+from report import command_line, write_report  # benchmarks/report.py (the script's folder is on sys.path)
 
 HERE = Path(__file__).resolve().parent
 
@@ -71,9 +71,7 @@ def main() -> None:
     rows = json.loads((report / "report.json").read_text())["rows"]
 
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
-    command = "python benchmarks/digits_pipeline.py" + "".join(
-        f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-        if v != parser.get_default(k))
+    command = command_line(parser, args, "benchmarks/digits_pipeline.py")
     lines = ["# Digits pipeline benchmark", "", f"Command: `{command}`, which runs", "",
              f"    gdistill {' '.join(eval_cmd)}", "",
              f"Device for eval: {device}; torch {torch.__version__}. Samples per row: {args.n} (labels cycling "

@@ -24,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from report import write_report  # benchmarks/report.py (the script's folder is on sys.path)
+from report import command_line, write_report  # benchmarks/report.py (the script's folder is on sys.path)
 
 from gdistill.models import make_student
 from gdistill.run import load_model
@@ -102,8 +102,7 @@ def main() -> None:
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"CPU, {torch.get_num_threads()} threads"
     lines = ["# Sampling speed: student against guided teacher", "",
-             "Command: `python benchmarks/sampling_speed.py" + (f" --device {args.device}" if args.device != "cpu" else "")
-             + "`", "",
+             f"Command: `{command_line(parser, args, 'benchmarks/sampling_speed.py')}`", "",
              f"Device: {device_name}; torch {torch.__version__}; digits UNet (8x8), batch {args.batch}, "
              f"median of {args.repeats} runs, sampling and bare forwards timed alternately.", "",
              "| model | steps | calls / image | images / s | network-only images / s | overhead outside the network |",

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from report import write_report  # benchmarks/report.py (the script's folder is on sys.path)
+from report import command_line, write_report  # benchmarks/report.py (the script's folder is on sys.path)
 
 from gdistill.config import HalveConfig, MatchConfig, TeachConfig
 from gdistill.data import load_dataset
@@ -138,7 +138,7 @@ def main() -> None:
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"CPU, {torch.get_num_threads()} threads"
     lines = ["# Training throughput: gdistill's loop against a bare PyTorch loop", "",
-             "Command: `python benchmarks/training_throughput.py" + (f" --steps {steps}" if steps != 300 else "") + "`", "",
+             f"Command: `{command_line(parser, args, 'benchmarks/training_throughput.py')}`", "",
              f"Device: {device_name}; torch {torch.__version__}; digits UNet (8x8), "
              f"batch {BATCH}, {steps} steps each.", "",
              "| stage | gdistill steps / s | bare loop steps / s | overhead |", "|---|---|---|---|"]

@@ -13,4 +13,8 @@ gdistill halve --from "$RUNS/stage1" --rounds 6 --out "$RUNS/pd"
 gdistill sample --from "$RUNS/pd/round-6" --w 2 --n 2000 --out "$RUNS/student-4steps.png"
 gdistill sample --from toy2d --steps 4 --w 2 --n 2000 --out "$RUNS/teacher-4steps.png"
 gdistill sample --from toy2d --steps 256 --w 2 --n 2000 --out "$RUNS/teacher-256steps.png"
-echo "scatter plots in $RUNS"
+
+# Energy distance to exact samples of the known mixture, per class: student against guided teacher.
+gdistill eval --from "$RUNS/pd/round-6" --teacher-steps 4,256 --ed --w 0,1,2,4 --n 2000 \
+  --out "$RUNS/report" --overwrite
+echo "scatter plots and report in $RUNS"

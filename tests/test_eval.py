@@ -105,7 +105,7 @@ def test_sweep_has_a_row_per_combination_with_the_right_call_counts(rounds, cli,
                             "--sampler", "deterministic,stochastic", "--fid", "--isc", "--kid", "--ed",
                             "--n", 80, "--out", out, "--cache-dir", tmp_path / "cache", "--device", "cpu", "--json")
     assert code == 0, err
-    rows = json.loads(stdout[stdout.index("["):])
+    rows = json.loads(stdout)
     # teacher: 2 step counts x 2 w (guided DDIM only); rounds: 2 runs x 2 samplers x their own steps x 2 w
     assert len(rows) == 4 + 8
     combos = {(r["model"], r["sampler"], r["steps"], r["w"]) for r in rows}
@@ -135,16 +135,18 @@ def test_sweep_has_a_row_per_combination_with_the_right_call_counts(rounds, cli,
 def test_same_seed_same_numbers(rounds, cli, tmp_path):
     args = ["--from", rounds / "pd" / "round-2", "--w", 1, "--n", 70, "--fid", "--cache-dir", tmp_path / "c",
             "--device", "cpu", "--json"]
-    first = json.loads((lambda o: o[o.index("["):])(cli("eval", *args, "--out", tmp_path / "a")[1]))
-    second = json.loads((lambda o: o[o.index("["):])(cli("eval", *args, "--out", tmp_path / "b")[1]))
+    first = json.loads(cli("eval", *args, "--out", tmp_path / "a")[1])
+    second = json.loads(cli("eval", *args, "--out", tmp_path / "b")[1])
     assert first[0]["digits_fd"] == second[0]["digits_fd"]
+    assert (tmp_path / "a" / "grids").iterdir().__next__().read_bytes() == \
+        (tmp_path / "b" / "grids").iterdir().__next__().read_bytes()
 
 
 def test_toy2d_is_scored_by_energy_distance_to_exact_samples(cli, tmp_path):
     code, stdout, err = cli("eval", "--from", "toy2d", "--teacher-steps", "2,64", "--w", 1, "--n", 400,
                             "--out", tmp_path / "r", "--device", "cpu", "--json")
     assert code == 0, err
-    rows = json.loads(stdout[stdout.index("["):])
+    rows = json.loads(stdout)
     assert [r["steps"] for r in rows] == [2, 64] and set(rows[0]) >= {"class_ed"}
     assert rows[1]["class_ed"] < rows[0]["class_ed"]  # 64 guided steps are closer than 2
     assert (tmp_path / "r" / "grids").is_dir() and not (tmp_path / "r" / "fd_vs_w.png").exists()
@@ -240,7 +242,7 @@ def test_eval_clip_column_and_offline_error(rounds, tiny_clip, cli, tmp_path):
     code, stdout, err = cli("eval", "--from", rounds / "pd" / "round-2", "--clip", "--clip-model", tiny_clip,
                             "--prompts", prompts, "--w", 1, "--n", 20, "--out", tmp_path / "r", "--device", "cpu", "--json")
     assert code == 0, err
-    (row,) = json.loads(stdout[stdout.index("["):])
+    (row,) = json.loads(stdout)
     assert 0 <= row["clip_score"] <= 100
     prompts.write_text("only one prompt\n")
     code, _, err = cli("eval", "--from", rounds / "pd" / "round-2", "--clip", "--clip-model", tiny_clip,
@@ -278,7 +280,7 @@ def test_inception_metrics_through_torch_fidelity(rounds, cli, tmp_path, monkeyp
                             "--inception-weights", weights, "--w", 1, "--n", 60, "--out", tmp_path / "r",
                             "--cache-dir", tmp_path / "cache", "--json")
     assert code == 0, err
-    (row,) = json.loads(stdout[stdout.index("["):])
+    (row,) = json.loads(stdout)
     assert row["is"] >= 1 and np.isfinite(row["kid"])
     assert (tmp_path / "cache" / "torch-fidelity").is_dir()  # the reference's statistics, cached
     code, _, err = cli("eval", "--from", rounds / "pd" / "round-2", "--fid", "--ref", folder,

@@ -78,11 +78,28 @@ def digits() -> TensorDataset:
     return TensorDataset({"name": "digits"}, x, labels, [str(k) for k in range(10)], (-1.0, 1.0))
 
 
+def read_images(files: list[Path], size: tuple[int, int], mode: str | None = None) -> torch.Tensor:
+    """Image files -> (n, c, height, width) in [-1, 1], resized (bicubic) to size = (height, width).
+    mode "L" (grey, c = 1) or "RGB" (c = 3); None picks grey when every image is grey."""
+    from PIL import Image, UnidentifiedImageError
+
+    images = []
+    for f in files:
+        try:
+            with Image.open(f) as image:  # closes the file: a big folder must not exhaust file handles
+                images.append(image.copy())
+        except (UnidentifiedImageError, OSError) as e:
+            raise GdistillError(f"cannot read image {f}: {e}; remove or replace it") from None
+    mode = mode or ("L" if all(im.mode in ("L", "1", "I", "I;16") for im in images) else "RGB")
+    height, width = size
+    arrays = [np.asarray(im.convert(mode).resize((width, height), Image.BICUBIC), dtype=np.float32) for im in images]
+    x = torch.tensor(np.stack(arrays)) / 127.5 - 1.0
+    return (x.unsqueeze(1) if mode == "L" else x.permute(0, 3, 1, 2)).contiguous()
+
+
 def class_folder(path: str | Path, image_size: int = 32) -> TensorDataset:
     """DIR/<class>/*.{png,jpg,...}: one sub-folder per class, images of any size resized to
     image_size x image_size, scaled to [-1, 1]. Grayscale when every image is, RGB otherwise."""
-    from PIL import Image, UnidentifiedImageError
-
     root = Path(path)
     if not root.is_dir():
         raise GdistillError(f"dataset folder {root} does not exist: pass toy2d, digits or a folder DIR/<class>/*.png")
@@ -91,21 +108,10 @@ def class_folder(path: str | Path, image_size: int = 32) -> TensorDataset:
              if f.suffix.lower() in IMAGE_SUFFIXES]
     if not classes or not files:
         raise GdistillError(f"{root} holds no class folders with images: lay it out as DIR/<class>/*.png")
-    images = []
-    for f, _ in files:
-        try:
-            with Image.open(f) as image:  # closes the file: a big folder must not exhaust file handles
-                images.append(image.copy())
-        except (UnidentifiedImageError, OSError) as e:
-            raise GdistillError(f"cannot read image {f}: {e}; remove or replace it") from None
-    mode = "L" if all(im.mode in ("L", "1", "I", "I;16") for im in images) else "RGB"
-    arrays = [np.asarray(im.convert(mode).resize((image_size, image_size), Image.BICUBIC), dtype=np.float32)
-              for im in images]
-    x = torch.tensor(np.stack(arrays)) / 127.5 - 1.0
-    x = x.unsqueeze(1) if mode == "L" else x.permute(0, 3, 1, 2)
+    x = read_images([f for f, _ in files], (image_size, image_size))
     labels = torch.tensor([k for _, k in files], dtype=torch.long)
     spec = {"name": "folder", "path": str(root.resolve()), "image_size": image_size}
-    return TensorDataset(spec, x.contiguous(), labels, classes, (-1.0, 1.0))
+    return TensorDataset(spec, x, labels, classes, (-1.0, 1.0))
 
 
 def load_dataset(spec: dict | str, image_size: int | None = None) -> Dataset:

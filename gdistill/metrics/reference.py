@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from ..data import IMAGE_SUFFIXES, Toy2D, digits
+from ..data import IMAGE_SUFFIXES, Toy2D, digits, read_images
 from ..errors import GdistillError
 from ..run import save_safetensors_atomic, sha256_file
 
@@ -58,8 +57,6 @@ def load_reference(arg: str, sample_shape: tuple[int, ...]) -> ReferenceSet:
 
 
 def _image_folder(root: Path, sample_shape: tuple[int, ...]) -> ReferenceSet:
-    from PIL import Image, UnidentifiedImageError
-
     if not root.is_dir():
         raise GdistillError(f"--ref {root} does not exist: pass an image folder, a class-folder dataset "
                             f"DIR/<class>/*.png, or a built-in ({', '.join(BUILTIN_REFERENCES)})")
@@ -73,21 +70,13 @@ def _image_folder(root: Path, sample_shape: tuple[int, ...]) -> ReferenceSet:
     # Class labels only where every image sits in a class folder (DIR/<class>/...).
     class_layout = bool(classes) and all(len(f.relative_to(root).parts) > 1 for f in files)
     channels, height, width = sample_shape
-    mode = "L" if channels == 1 else "RGB"
     h = hashlib.sha256(f"{channels}x{height}x{width}".encode())
-    arrays = []
     for f in files:
         h.update(str(f.relative_to(root)).encode())
         h.update(sha256_file(f).encode())
-        try:
-            with Image.open(f) as image:
-                arrays.append(np.asarray(image.convert(mode).resize((width, height), Image.BICUBIC), dtype=np.float32))
-        except (UnidentifiedImageError, OSError) as e:
-            raise GdistillError(f"cannot read reference image {f}: {e}; remove or replace it") from None
-    x = torch.tensor(np.stack(arrays)) / 127.5 - 1.0
-    x = x.unsqueeze(1) if mode == "L" else x.permute(0, 3, 1, 2)
+    x = read_images(files, (height, width), "L" if channels == 1 else "RGB")
     labels = torch.tensor([classes.index(f.relative_to(root).parts[0]) for f in files]) if class_layout else None
-    return ReferenceSet(str(root), x.contiguous(), labels, h.hexdigest())
+    return ReferenceSet(str(root), x, labels, h.hexdigest())
 
 
 class FeatureCache:

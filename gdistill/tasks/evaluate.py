@@ -84,22 +84,23 @@ def plan_sweep(froms: list[str], steps: list[int] | None, teacher_steps: list[in
         path = Path(arg)
         rounds = _round_dirs(path) if path.is_dir() and not (path / MANIFEST).is_file() else []
         runs += rounds or [resolve_run(arg)]
-    models, teachers = [], {}
+    models = []
+    teachers: dict[Path, tuple[str, Denoiser, dict]] = {}  # by resolved path: one entry per teacher
     for run in runs:
         model, manifest, _ = load_model(run)
         if manifest["kind"] == "teacher":
-            teachers.setdefault(str(run), (model, manifest))
+            teachers.setdefault(run.resolve(), (str(run), model, manifest))
             continue
         run_steps = steps or [manifest.get("steps") or DEFAULT_TEACHER_STEPS]
         models.append(SweepModel(str(run), _kind_of(manifest), model, manifest, run_steps, samplers))
-        if teacher_steps and manifest.get("teacher") and manifest["teacher"] not in teachers:
+        if teacher_steps and manifest.get("teacher") and manifest["teacher"] not in {t[0] for t in teachers.values()}:
             try:
-                teacher, teacher_manifest, _ = load_model(manifest["teacher"])
+                teacher, teacher_manifest, teacher_path = load_model(manifest["teacher"])
             except GdistillError as e:
                 raise GdistillError(f"--teacher-steps: cannot load {run}'s teacher: {e}") from None
-            teachers[manifest["teacher"]] = (teacher, teacher_manifest)
+            teachers.setdefault(teacher_path.resolve(), (manifest["teacher"], teacher, teacher_manifest))
     sweep = [SweepModel(name, "teacher", model, manifest, teacher_steps or steps or [DEFAULT_TEACHER_STEPS],
-                        ["deterministic"]) for name, (model, manifest) in teachers.items()]
+                        ["deterministic"]) for name, model, manifest in teachers.values()]
     sweep += models
     shapes = {tuple(m.model.data_shape) for m in sweep}
     if len(shapes) > 1:
