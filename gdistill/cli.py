@@ -207,16 +207,14 @@ def evaluate(
 
     Exits 0 only when every requested metric was computed for every row."""
     import json
-    import shutil
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .metrics.clip import read_prompts
     from .metrics.reference import default_cache_dir
-    from .metrics.report import rich_table, write_plots, write_tables
-    from .run import prepare_output, publish_dir
-    from .tasks.evaluate import Scorer, plan_sweep, run_sweep
-    from .tasks.sample import SAMPLERS, save_samples
+    from .metrics.report import rich_table
+    from .tasks.evaluate import Scorer, evaluate_into, plan_sweep
+    from .tasks.sample import SAMPLERS
 
     ws = _numbers("--w", w)
     if any(v < 0 for v in ws):
@@ -233,6 +231,12 @@ def evaluate(
     metrics = {name for name, on in (("fid", fid), ("isc", isc), ("kid", kid), ("clip", clip), ("ed", ed)) if on}
     sweep = plan_sweep(from_runs or [], step_list, teacher_list, samplers)
     first = sweep[0]
+    for entry in sweep:
+        w_range = entry.manifest.get("w_range")
+        outside = [v for v in ws if w_range and not w_range[0] <= v <= w_range[1]]
+        if outside:
+            console.print(f"[yellow]warning:[/] {escape(entry.label)} was trained for w in [{w_range[0]}, {w_range[1]}]; "
+                          f"w={','.join(f'{v:g}' for v in outside)} lies outside", highlight=False)
     if not metrics:  # the default: a Fréchet distance for images, the energy distance for points
         metrics = {"fid"} if len(first.model.data_shape) == 3 else {"ed"}
     dataset = first.manifest.get("dataset") or {}
@@ -245,30 +249,14 @@ def evaluate(
                     inception_weights, clip_model, prompt_list, first.model.num_classes,
                     log=lambda m: console.print(m, highlight=False))
 
-    work = prepare_output(out, overwrite)
-    shutil.rmtree(work)  # a stale half-written report from an interrupted run
-    (work / "grids").mkdir(parents=True)
+    settings = {"command": "gdistill " + " ".join(sys.argv[1:]), "ref": scorer.reference.name, "n": n,
+                "seed": seed, "device": dev, "metrics": sorted(metrics), "w": ws, "samplers": samplers}
     total = sum(len(e.samplers) * len(e.steps) * len(ws) for e in sweep)
-
     with Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.description}"), console=console) as progress:
         task = progress.add_task("", total=total)
-
-        def on_row(row, result):
-            slug = f"{Path(row.run).name}-{row.model}-{row.sampler}-{row.steps}steps-w{row.w:g}"
-            data_range = next(e for e in sweep if e.label == row.run).manifest.get("data_range")
-            grid = type(result)(result.samples[:100], result.labels[:100], result.calls_per_image, result.seconds)
-            columns = 10 if len(grid.samples) >= 10 and len(first.model.data_shape) == 3 else None
-            save_samples(grid, work / "grids" / f"{slug}.png", tuple(data_range) if data_range else None, columns)
-            progress.update(task, advance=1, description=f"{row.model} {row.steps} steps w={row.w:g}")
-
-        rows = [r.as_dict() for r in run_sweep(sweep, ws, scorer, n, seed, dev, on_row)]
-    settings = {"command": "gdistill eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else "gdistill eval",
-                "ref": scorer.reference.name, "n": n, "seed": seed, "device": dev, "metrics": sorted(metrics),
-                "w": ws, "samplers": samplers}
-    write_tables(rows, work, settings)
-    write_plots(rows, work)
-    publish_dir(work, out)
+        rows = evaluate_into(out, overwrite, sweep, ws, scorer, n, seed, dev, settings, lambda row: progress.update(
+            task, advance=1, description=f"{row.model} {row.steps} steps w={row.w:g}"))
 
     missing = [(r["run"], r["model"], r["steps"], r["w"], c) for r in rows for c in scorer.columns if r.get(c) is None]
     (console if json_out else Console()).print(rich_table(rows, f"gdistill eval -> {out}"))

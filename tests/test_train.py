@@ -24,6 +24,7 @@ def _loss_fn(crash_at=None, nan_at=None):
         x, labels = data.batch(32, generator)
         eps = torch.randn(x.shape, generator=generator)
         t = model.schedule.sample_t(32, generator)
+        x, labels, eps, t = x.to(device), labels.to(device), eps.to(device), t.to(device)  # a GPU where accelerate picks one
         a, s = alpha_sigma_like(model.schedule, t, x)
         loss = weighted_x_loss(model(diffuse(x, eps, a, s), t, labels), x, model.schedule.log_snr(t), "v-mse")
         if calls[0] == nan_at:

@@ -16,6 +16,7 @@ Metrics, by the feature network that the reference calls for:
 from __future__ import annotations
 
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -27,8 +28,8 @@ from ..metrics import class_energy_distance, energy_distance, frechet_distance_o
 from ..metrics.reference import FeatureCache, ReferenceSet, load_reference
 from ..metrics.scores import inception_score, kernel_distance
 from ..models import Denoiser
-from ..run import MANIFEST, load_model, resolve_run
-from .sample import SampleResult, cycle_labels, sample
+from ..run import MANIFEST, load_model, prepare_output, publish_dir, resolve_run
+from .sample import SampleResult, cycle_labels, sample, save_samples
 
 METRIC_FLAGS = ("fid", "isc", "kid", "clip", "ed")
 DEFAULT_TEACHER_STEPS = 256
@@ -79,20 +80,20 @@ def plan_sweep(froms: list[str], steps: list[int] | None, teacher_steps: list[in
     with guided DDIM when that is given (a teacher passed as --from is sampled the same way)."""
     if not froms:
         raise GdistillError("--from is required: pass a run, a folder of round-K runs, or a built-in teacher")
-    runs: list[Path] = []
+    runs: list[tuple[str, Path]] = []  # (name in the report, run directory)
     for arg in froms:
         path = Path(arg)
         rounds = _round_dirs(path) if path.is_dir() and not (path / MANIFEST).is_file() else []
-        runs += rounds or [resolve_run(arg)]
+        runs += [(str(r), r) for r in rounds] or [(str(arg), resolve_run(arg))]
     models = []
     teachers: dict[Path, tuple[str, Denoiser, dict]] = {}  # by resolved path: one entry per teacher
-    for run in runs:
+    for name, run in runs:
         model, manifest, _ = load_model(run)
         if manifest["kind"] == "teacher":
-            teachers.setdefault(run.resolve(), (str(run), model, manifest))
+            teachers.setdefault(run.resolve(), (name, model, manifest))
             continue
         run_steps = steps or [manifest.get("steps") or DEFAULT_TEACHER_STEPS]
-        models.append(SweepModel(str(run), _kind_of(manifest), model, manifest, run_steps, samplers))
+        models.append(SweepModel(name, _kind_of(manifest), model, manifest, run_steps, samplers))
         if teacher_steps and manifest.get("teacher") and manifest["teacher"] not in {t[0] for t in teachers.values()}:
             try:
                 teacher, teacher_manifest, teacher_path = load_model(manifest["teacher"])
@@ -247,4 +248,31 @@ def run_sweep(sweep: list[SweepModel], ws: list[float], scorer: Scorer, n: int, 
                               result.seconds / n, n, seed, scorer.score(result))
                     rows.append(row)
                     on_row(row, result)
+    return rows
+
+
+def evaluate_into(out: Path, overwrite: bool, sweep: list[SweepModel], ws: list[float], scorer: Scorer, n: int,
+                  seed: int, device, settings: dict, on_row: Callable[[Row], None]) -> list[dict]:
+    """Run the sweep and write the report folder (see metrics/report.py): built in `.NAME.partial/`
+    and renamed into place when complete, like a run. Returns the rows as dicts."""
+    from ..metrics.report import write_plots, write_tables
+
+    work = prepare_output(Path(out), overwrite)
+    shutil.rmtree(work)  # a half-written report from an interrupted eval
+    (work / "grids").mkdir(parents=True)
+    entries = {e.label: e for e in sweep}
+
+    def save_grid(row: Row, result: SampleResult) -> None:
+        data_range = entries[row.run].manifest.get("data_range")
+        first = SampleResult(result.samples[:100], result.labels[:100], result.calls_per_image, result.seconds)
+        num_classes = entries[row.run].model.num_classes
+        name = f"{Path(row.run).name}-{row.model}-{row.sampler}-{row.steps}steps-w{row.w:g}.png"
+        save_samples(first, work / "grids" / name, tuple(data_range) if data_range else None,
+                     num_classes if num_classes <= 16 else None)
+        on_row(row)
+
+    rows = [r.as_dict() for r in run_sweep(sweep, ws, scorer, n, seed, device, save_grid)]
+    write_tables(rows, work, settings)
+    write_plots(rows, work)
+    publish_dir(work, Path(out))
     return rows
