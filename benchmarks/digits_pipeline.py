@@ -65,6 +65,8 @@ def main() -> None:
     stage1_and_6_rounds = sum(list(timings.values())[:7])
 
     report = out / f"digits_eval{suffix}"
+    if report.is_absolute() and report.is_relative_to(Path.cwd()):
+        report = report.relative_to(Path.cwd())  # the command in the result reads as one to type
     eval_cmd = ["eval", "--from", str(work / "pd"), "--teacher-steps", args.teacher_steps, "--w", args.w,
                 "--fid", "--isc", "--n", str(args.n), "--device", args.device, "--out", str(report), "--overwrite"]
     run(gd + eval_cmd)
