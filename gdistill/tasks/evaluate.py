@@ -204,14 +204,15 @@ class Scorer:
         if self.clip is not None and finite:
             values["clip_score"] = self.clip.score(samples, [self.prompts[k] for k in labels.tolist()])
         if "class_ed" in self.columns and finite:
-            values["class_ed"] = _class_ed_to_reference(samples, labels, self.reference)
+            values["class_ed"] = _or_none(lambda: _class_ed_to_reference(samples, labels, self.reference))
         if "ed" in self.columns and finite:
-            values["ed"] = energy_distance(samples, self.reference.samples)
+            values["ed"] = _or_none(lambda: energy_distance(samples, self.reference.samples))
         return {c: values.get(c) for c in self.columns}
 
 
 def _or_none(compute: Callable[[], float]) -> float | None:
-    """A metric that fails on degenerate samples (a singular covariance) is reported as missing."""
+    """A metric that fails or comes out non-finite on degenerate input (a singular covariance, a
+    reference class with one image) is reported as missing."""
     try:
         value = compute()
     except (GdistillError, ValueError, FloatingPointError, torch.linalg.LinAlgError):
