@@ -14,6 +14,6 @@ def write_report(path: str | Path, lines: list[str]) -> None:
 
 def command_line(parser, args, script: str) -> str:
     """`python SCRIPT` plus the options that differ from their defaults (--out left out)."""
-    options = "".join(f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+    options = "".join(f" --{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in vars(args).items()
                       if k != "out" and v != parser.get_default(k))
     return f"python {script}{options}"
