@@ -30,6 +30,8 @@ import torch
 
 from report import command_line, write_report  # benchmarks/report.py (the script's folder is on sys.path)
 
+from gdistill.models.latent import GUIDANCE_EMBEDDING_DIM, guidance_scale_embedding
+
 HERE = Path(__file__).resolve().parent
 SD15 = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
             block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
@@ -38,14 +40,7 @@ SD15 = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
 TINY = dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
             cross_attention_dim=32, attention_head_dim=4,
             down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
-W_EMBEDDING = 256  # time_cond_proj_dim, as diffusers' LCM UNets use
-
-
-def guidance_embedding(w: torch.Tensor, dim: int = W_EMBEDDING) -> torch.Tensor:
-    """Sinusoidal features of w * 1000, the form diffusers' pipelines feed to timestep_cond."""
-    from diffusers.models.embeddings import get_timestep_embedding
-
-    return get_timestep_embedding(w * 1000, dim, flip_sin_to_cos=True, downscale_freq_shift=0)
+W_EMBEDDING = GUIDANCE_EMBEDDING_DIM  # time_cond_proj_dim
 
 
 def sync(device):
@@ -89,7 +84,7 @@ def train_step_rate(config, device, batch, precision, checkpointing, lora_rank, 
             eps_c, eps_u = eps.chunk(2)
             target = (1 + w.view(-1, 1, 1, 1)) * eps_c - w.view(-1, 1, 1, 1) * eps_u
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            out = student(z, t, cond, timestep_cond=guidance_embedding(w).to(device)).sample
+            out = student(z, t, cond, timestep_cond=guidance_scale_embedding(w, W_EMBEDDING).to(device)).sample
         loss = torch.nn.functional.mse_loss(out.float(), target)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -117,7 +112,7 @@ def sampling_latency(config, device, repeats=10):
     size, text = config["sample_size"], config["cross_attention_dim"]
     z = torch.randn(1, 4, size, size, device=device, dtype=half)
     cond = torch.randn(1, 77, text, device=device, dtype=half)
-    w_emb = guidance_embedding(torch.tensor([6.5])).to(device, half)
+    w_emb = guidance_scale_embedding(torch.tensor([6.5]), W_EMBEDDING).to(device, half)
 
     def student_run():
         for t in torch.linspace(999, 0, 4).long():
