@@ -1,16 +1,24 @@
 """SD-family teachers through diffusers, on a tiny SD-shaped pipeline built offline: teacher
-resolution and its offline errors, and the w-conditioned student UNet in the stock pipeline."""
+resolution and its offline errors, the latent Denoiser against diffusers' own guided DDIM, and the
+w-conditioned student in the stock pipeline."""
 import pytest
 import torch
 
 from gdistill.errors import GdistillError
-from gdistill.models.latent import guidance_scale_embedding, load_sd_pipeline, make_sd_student
+from gdistill.models import build_denoiser, make_student
+from gdistill.models.latent import LatentUNetDenoiser, guidance_scale_embedding, load_sd_pipeline
+from gdistill.tasks.sample import sample
 from tests.sd_tiny import build_tiny_sd
 
 
 @pytest.fixture(scope="module")
 def tiny_sd(tmp_path_factory):
     return build_tiny_sd(tmp_path_factory.mktemp("sd"))
+
+
+def prompt_embeddings(pipe, prompts):
+    with torch.no_grad():
+        return pipe.encode_prompt(prompts, "cpu", 1, False)[0]
 
 
 def test_sd15_offline_names_what_to_download(monkeypatch):
@@ -31,38 +39,70 @@ def test_teacher_paths(tiny_sd, tmp_path):
         load_sd_pipeline(str(tmp_path))
 
 
-def test_fresh_student_equals_the_teachers_conditional_unet(tiny_sd):
-    unet = load_sd_pipeline(str(tiny_sd)).unet
-    student = make_sd_student(unet)
-    assert student.config.time_cond_proj_dim == 256 and student.time_embedding.cond_proj.bias is None
+def test_fresh_student_equals_the_teachers_conditional_unet_and_rebuilds_from_its_config(tiny_sd):
+    pipe = load_sd_pipeline(str(tiny_sd))
+    teacher = LatentUNetDenoiser.from_pipeline(pipe).eval()
+    student = make_student(teacher).eval()
+    assert student.unet.config.time_cond_proj_dim == 256 and student.unet.time_embedding.cond_proj.bias is None
     g = torch.Generator().manual_seed(0)
-    z, text = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 16, 32, generator=g)
-    t = torch.tensor([999, 500, 1])
+    z = torch.randn(3, 4, 8, 8, generator=g)
+    text = prompt_embeddings(pipe, ["a", "red fox", "snow"])
+    t = torch.tensor([1.0, 0.5, 0.002])
     with torch.no_grad():
-        expected = unet(z, t, text).sample
+        expected = teacher(z, t, text)
         for w in (0.0, 2.0, 7.5):
-            got = student(z, t, text, timestep_cond=guidance_scale_embedding(torch.full((3,), w))).sample
-            assert torch.equal(got, expected)
+            assert torch.equal(student(z, t, text, torch.full((3,), w)), expected)
+        rebuilt = build_denoiser(student.config)
+        rebuilt.load_state_dict(student.state_dict())
+        assert torch.equal(rebuilt(z, t, text, torch.full((3,), 2.0)), expected)
+        assert torch.equal(teacher.null_condition(text)[0], prompt_embeddings(pipe, [""])[0])
+
+
+def test_guided_ddim_matches_diffusers_pipeline(tiny_sd):
+    """gdistill's guided DDIM on SD's discrete schedule (the N-step grid on training steps
+    round(1000 k / N) - 1, ending at alpha = 1) gives the latents of diffusers' own
+    StableDiffusionPipeline with DDIMScheduler(timestep_spacing="trailing", set_alpha_to_one=True)."""
+    from diffusers import DDIMScheduler
+
+    pipe = load_sd_pipeline(str(tiny_sd))
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing", set_alpha_to_one=True)
+    teacher = LatentUNetDenoiser.from_pipeline(pipe).eval()
+    text = prompt_embeddings(pipe, ["a red fox in snow"])
+    w, steps = 2.0, 4
+    ours = sample(teacher, text, steps, w, seed=7).samples
+    z = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(7))  # sample()'s first draw
+    theirs = pipe(prompt_embeds=text, negative_prompt_embeds=teacher.null_condition(text), latents=z,
+                  num_inference_steps=steps, guidance_scale=w + 1, output_type="latent").images
+    assert torch.allclose(ours, theirs, atol=1e-4), (ours - theirs).abs().max()
 
 
 def test_student_runs_in_the_stock_pipeline_reading_w_from_guidance_scale(tiny_sd):
-    """StableDiffusionPipeline with the student: one batch-1 call a step (no guidance pass), and the
-    timestep_cond it passes is gdistill's embedding of w = guidance_scale - 1."""
+    """StableDiffusionPipeline with the student's UNet: one batch-1 call a step (no guidance pass),
+    the timestep_cond it passes is gdistill's embedding of w = guidance_scale - 1, and its latents
+    are gdistill's sampler's."""
+    from diffusers import DDIMScheduler
+
     pipe = load_sd_pipeline(str(tiny_sd))
-    pipe.unet = make_sd_student(pipe.unet)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing", set_alpha_to_one=True)
+    student = make_student(LatentUNetDenoiser.from_pipeline(pipe)).eval()
     torch.manual_seed(1)
-    torch.nn.init.normal_(pipe.unet.time_embedding.cond_proj.weight, std=0.5)  # as if trained: w matters
+    torch.nn.init.normal_(student.unet.time_embedding.cond_proj.weight, std=0.5)  # as if trained: w matters
+    pipe.unet = student.unet
     calls = []
     pipe.unet.register_forward_pre_hook(lambda m, args, kwargs: calls.append((args[0].shape[0], kwargs["timestep_cond"])),
                                         with_kwargs=True)
+    text = prompt_embeddings(pipe, ["a red fox"])
+    z = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(0))
 
     def generate(w):
         calls.clear()
-        return pipe("a red fox", num_inference_steps=3, guidance_scale=w + 1, output_type="np",
-                    generator=torch.Generator().manual_seed(0)).images
+        return pipe(prompt_embeds=text, latents=z, num_inference_steps=4, guidance_scale=w + 1,
+                    output_type="latent").images
 
     low, high = generate(1.0), generate(4.0)
-    assert [batch for batch, _ in calls] == [1, 1, 1]
+    assert [batch for batch, _ in calls] == [1, 1, 1, 1]
     assert torch.allclose(calls[0][1], guidance_scale_embedding(torch.tensor([4.0])))
-    assert abs(low - high).max() > 1e-4  # the student reads w
-    assert (generate(4.0) == high).all()  # and the same seed gives the same image
+    assert (low - high).abs().max() > 1e-4  # the student reads w
+    # 4 steps: diffusers' DDIM steps back by 1000 // N, which lands on the grid when N divides 1000
+    ours = sample(student, text, 4, 4.0, seed=0).samples
+    assert torch.allclose(ours, high, atol=1e-4), (ours - high).abs().max()

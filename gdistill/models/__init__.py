@@ -4,10 +4,12 @@ from __future__ import annotations
 import copy
 
 from .base import Denoiser, GuidanceEmbedding, calls_per_step, denoise_fn, guided_predict_x  # noqa: F401
+from .latent import LatentUNetDenoiser
 from .pixel import PixelUNetDenoiser
 from .toy import ToyMLPDenoiser
 
-MODEL_KINDS = {PixelUNetDenoiser.kind: PixelUNetDenoiser, ToyMLPDenoiser.kind: ToyMLPDenoiser}
+MODEL_KINDS = {PixelUNetDenoiser.kind: PixelUNetDenoiser, ToyMLPDenoiser.kind: ToyMLPDenoiser,
+               LatentUNetDenoiser.kind: LatentUNetDenoiser}
 
 
 def build_denoiser(config: dict) -> Denoiser:
@@ -24,5 +26,5 @@ def make_student(teacher: Denoiser) -> Denoiser:
         return copy.deepcopy(teacher)
     student = build_denoiser({**teacher.config, "w_conditioned": True})
     missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
-    assert not unexpected and all(k.startswith("w_embedding.") for k in missing), (missing, unexpected)
+    assert not unexpected and all(k.startswith(student.w_parameters) for k in missing), (missing, unexpected)
     return student

@@ -34,6 +34,7 @@ class Denoiser(nn.Module):
     """Base adapter. `config` is everything needed to rebuild the model (it goes into the manifest)."""
 
     kind: str = ""
+    w_parameters: tuple[str, ...] = ("w_embedding.",)  # what a student adds to its teacher
 
     def __init__(self, config: dict):
         super().__init__()
@@ -46,6 +47,11 @@ class Denoiser(nn.Module):
     @property
     def null_label(self) -> int:
         return self.num_classes
+
+    def null_condition(self, condition: torch.Tensor) -> torch.Tensor:
+        """The unconditional input matching a batch of conditions: here the null class; text
+        models return the empty prompt's embedding."""
+        return torch.full_like(condition, self.null_label)
 
     @property
     def data_shape(self) -> tuple[int, ...]:
@@ -70,7 +76,7 @@ class Denoiser(nn.Module):
 
 def guided_predict_x(model: Denoiser, z, t, labels, w) -> torch.Tensor:
     """Classifier-free guidance of a teacher: x_c and x_u from ONE batched forward of 2B."""
-    null = torch.full_like(labels, model.null_label)
+    null = model.null_condition(labels)
     x = model.predict_x(torch.cat([z, z]), torch.cat([t, t]), torch.cat([labels, null]))
     x_c, x_u = x.chunk(2)
     return guided(x_c, x_u, broadcast(w.to(z.dtype), z))

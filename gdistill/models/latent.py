@@ -1,7 +1,7 @@
 """Stable-Diffusion-family teachers and their w-conditioned students, through diffusers.
 
 Groundwork for the latent-space stages (issue 4): resolving `--teacher` to a diffusers pipeline
-without surprises offline, and the student UNet. The student is the teacher's
+without surprises offline, and the Denoiser adapter. The student is the teacher's
 `UNet2DConditionModel` rebuilt with `time_cond_proj_dim` (diffusers' own hook: a linear map of the
 guidance embedding added to the timestep features) and that projection zero-initialised, so a fresh
 student equals the teacher's conditional UNet. w is embedded with the very function the stock
@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..errors import GdistillError
+from .base import Denoiser
 
 # The maintained copies of the SD 1.5 weights on the Hugging Face hub.
 SD_TEACHERS = {"sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
@@ -72,14 +73,56 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else error.__class__.__name__
 
 
-def make_sd_student(teacher_unet, embedding_dim: int = GUIDANCE_EMBEDDING_DIM):
-    """The teacher's UNet plus `time_cond_proj_dim`, its projection zeroed: equal to the teacher's
-    conditional UNet until trained."""
-    from diffusers import UNet2DConditionModel
+class LatentUNetDenoiser(Denoiser):
+    """An SD-family UNet (`UNet2DConditionModel`) behind the Denoiser interface, in latent space on
+    SD's discrete schedule. The condition is a batch of text embeddings (B, tokens, dim); the
+    unconditional input is the empty prompt's embedding, kept as a buffer so it travels with the
+    weights. A w-conditioned model gets w through `timestep_cond` (diffusers' hook), embedded as the
+    stock pipeline does. The run's config holds the UNet's diffusers config, so build_denoiser
+    rebuilds it."""
 
-    student = UNet2DConditionModel.from_config({**teacher_unet.config, "time_cond_proj_dim": embedding_dim})
-    missing, unexpected = student.load_state_dict(teacher_unet.state_dict(), strict=False)
-    if unexpected or any(not k.startswith("time_embedding.cond_proj.") for k in missing):
-        raise GdistillError(f"the teacher's UNet does not fit its student (missing {missing}, unexpected {unexpected})")
-    torch.nn.init.zeros_(student.time_embedding.cond_proj.weight)
-    return student.to(dtype=next(teacher_unet.parameters()).dtype)
+    kind = "sd-unet"
+    w_parameters = ("unet.time_embedding.cond_proj.",)
+
+    def __init__(self, config: dict):
+        from diffusers import UNet2DConditionModel
+
+        super().__init__({"kind": self.kind, "num_classes": 0, "parameterization": "eps", **config})
+        unet_config = dict(config["unet"])
+        if self.w_conditioned:
+            unet_config["time_cond_proj_dim"] = unet_config.get("time_cond_proj_dim") or GUIDANCE_EMBEDDING_DIM
+        self.unet = UNet2DConditionModel.from_config(unet_config)
+        if self.w_conditioned:  # zero start: a fresh student equals the teacher's conditional UNet
+            torch.nn.init.zeros_(self.unet.time_embedding.cond_proj.weight)
+        self.register_buffer("null_embedding", torch.zeros(config["null_embedding_shape"]))
+
+    @classmethod
+    def from_pipeline(cls, pipe) -> LatentUNetDenoiser:
+        """The teacher of a diffusers SD pipeline, with the pipeline's schedule and empty-prompt
+        embedding (its student: models.make_student)."""
+        scheduler = pipe.scheduler.config
+        if scheduler.get("prediction_type", "epsilon") != "epsilon":
+            raise GdistillError(f"the teacher predicts {scheduler['prediction_type']}; gdistill reads SD teachers as eps models for now")
+        with torch.no_grad():
+            null = pipe.encode_prompt("", "cpu", 1, False)[0][0]
+        unet_config = {k: v for k, v in dict(pipe.unet.config).items() if not k.startswith("_")}
+        config = {"unet": unet_config, "null_embedding_shape": list(null.shape),
+                  "schedule": {"name": "sd-discrete", "num_train_timesteps": scheduler["num_train_timesteps"],
+                               "beta_start": scheduler["beta_start"], "beta_end": scheduler["beta_end"],
+                               "beta_schedule": scheduler["beta_schedule"]}}
+        model = cls(config)
+        model.unet.load_state_dict(pipe.unet.state_dict())
+        model.null_embedding.copy_(null)
+        return model
+
+    @property
+    def data_shape(self):
+        size = self.unet.config.sample_size
+        return (self.unet.config.in_channels, size, size)
+
+    def null_condition(self, condition):
+        return self.null_embedding.to(condition.dtype).expand(len(condition), *self.null_embedding.shape)
+
+    def network_output(self, z, model_t, condition, w):
+        timestep_cond = None if w is None else guidance_scale_embedding(w, self.unet.config.time_cond_proj_dim).to(z)
+        return self.unet(z, model_t, encoder_hidden_states=condition, timestep_cond=timestep_cond).sample
