@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from report import command_line, write_report  # benchmarks/report.py (the script's folder is on sys.path)
+from report import command_line, device_name, write_report  # benchmarks/report.py (the script's folder is on sys.path)
 
 HERE = Path(__file__).resolve().parent
 
@@ -72,11 +72,10 @@ def main() -> None:
     run(gd + eval_cmd)
     rows = json.loads((report / "report.json").read_text())["rows"]
 
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     command = command_line(parser, args, "benchmarks/digits_pipeline.py")
     lines = ["# Digits pipeline benchmark", "", f"Command: `{command}`, which runs", "",
              f"    gdistill {' '.join(eval_cmd)}", "",
-             f"Device for eval: {device}; torch {torch.__version__}. Samples per row: {args.n} (labels cycling "
+             f"Device for eval: {device_name(args.device)}; torch {torch.__version__}. Samples per row: {args.n} (labels cycling "
              "0-9, the same seed in every row), scored against the 1,797 real digits with the shipped digits "
              "classifier (digits-FD / digits-IS: the FID / IS formulas on its features, not Inception's).", ""]
     lines += ["| stage (default settings, 2 CPU cores) | training minutes |", "|---|---|"]

@@ -1,8 +1,21 @@
-"""What every benchmark does with its result: name the command that made it, write the Markdown
-lines to a file and print them."""
+"""What every benchmark shares: naming the device and the command, timing on a GPU, and writing the
+Markdown lines to a file (and printing them)."""
 from __future__ import annotations
 
 from pathlib import Path
+
+import torch
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so a wall-clock timer measures it."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_name(device: torch.device) -> str:
+    device = torch.device(device)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
 
 
 def write_report(path: str | Path, lines: list[str]) -> None:

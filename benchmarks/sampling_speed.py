@@ -24,18 +24,13 @@ from typing import Callable
 
 import torch
 
-from report import command_line, write_report  # benchmarks/report.py (the script's folder is on sys.path)
+from report import command_line, device_name, sync, write_report  # benchmarks/report.py (the script's folder is on sys.path)
 
 from gdistill.models import make_student
 from gdistill.run import load_model
 from gdistill.tasks.sample import cycle_labels, sample
 
 HERE = Path(__file__).resolve().parent
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def paired_median_seconds(fn_a, fn_b, device, repeats: int) -> tuple[float, float]:
@@ -45,10 +40,10 @@ def paired_median_seconds(fn_a, fn_b, device, repeats: int) -> tuple[float, floa
     times_a, times_b = [], []
     for _ in range(repeats):
         for fn, times in ((fn_a, times_a), (fn_b, times_b)):
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             fn()
-            _sync(device)
+            sync(device)
             times.append(time.perf_counter() - start)
     return statistics.median(times_a), statistics.median(times_b)
 
@@ -99,11 +94,9 @@ def main() -> None:
                      "seconds": sampling})
         print(rows[-1], flush=True)
 
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"CPU, {torch.get_num_threads()} threads"
     lines = ["# Sampling speed: student against guided teacher", "",
              f"Command: `{command_line(parser, args, 'benchmarks/sampling_speed.py')}`", "",
-             f"Device: {device_name}; torch {torch.__version__}; digits UNet (8x8), batch {args.batch}, "
+             f"Device: {device_name(device)}; torch {torch.__version__}; digits UNet (8x8), batch {args.batch}, "
              f"median of {args.repeats} runs, sampling and bare forwards timed alternately.", "",
              "| model | steps | calls / image | images / s | network-only images / s | overhead outside the network |",
              "|---|---|---|---|---|---|"]

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from report import command_line, write_report  # benchmarks/report.py (the script's folder is on sys.path)
+from report import command_line, device_name, sync, write_report  # benchmarks/report.py (the script's folder is on sys.path)
 
 from gdistill.models.latent import GUIDANCE_EMBEDDING_DIM, guidance_scale_embedding
 
@@ -41,11 +41,6 @@ TINY = dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, b
             cross_attention_dim=32, attention_head_dim=4,
             down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
 W_EMBEDDING = GUIDANCE_EMBEDDING_DIM  # time_cond_proj_dim
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def train_step_rate(config, device, batch, precision, checkpointing, lora_rank, steps, warmup=3):
@@ -160,12 +155,11 @@ def main() -> None:
             rows.append((precision, checkpointing, lora, f"not run: {e}", "-", "-"))
         print(rows[-1], flush=True)
     latency = sampling_latency(config, device)
-    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     import diffusers
 
     lines = ["# SD-1.5-shaped UNet: Stage-1 training step and sampling latency", "",
              f"Command: `{command_line(parser, args, 'benchmarks/sd_unet_training.py')}`", "",
-             f"Device: {name}; torch {torch.__version__}, diffusers {diffusers.__version__}. "
+             f"Device: {device_name(device)}; torch {torch.__version__}, diffusers {diffusers.__version__}. "
              f"{'Tiny UNet' if args.tiny else 'SD 1.5 UNet architecture, random weights'}, "
              f"{'16x16' if args.tiny else '64x64 latents (512x512 images)'}, batch {args.batch}, "
              f"teacher in {'fp16' if device.type == 'cuda' else 'fp32'}; mean over {args.steps} steps after 3 warm-up steps.", "",

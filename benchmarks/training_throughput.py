@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from report import command_line, write_report  # benchmarks/report.py (the script's folder is on sys.path)
+from report import command_line, device_name, sync, write_report  # benchmarks/report.py (the script's folder is on sys.path)
 
 from gdistill.config import HalveConfig, MatchConfig, TeachConfig
 from gdistill.data import load_dataset
@@ -46,11 +46,6 @@ def logged_steps_per_s(run: Path) -> float:
     return sum(r["steps_per_s"] for r in records) / len(records)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def bare_steps_per_s(model, loss_of_batch, steps: int, ema_decay: float, device: torch.device,
                      warmup: int = 10) -> float:
     """The minimal loop: draw, loss, backward, clip, Adam, EMA. Nothing else."""
@@ -60,7 +55,7 @@ def bare_steps_per_s(model, loss_of_batch, steps: int, ema_decay: float, device:
     generator = torch.Generator().manual_seed(0)
     for step in range(warmup + steps):
         if step == warmup:
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
         loss = loss_of_batch(model, generator, device)
         optimizer.zero_grad(set_to_none=True)
@@ -69,7 +64,7 @@ def bare_steps_per_s(model, loss_of_batch, steps: int, ema_decay: float, device:
         optimizer.step()
         if ema is not None:
             ema_update(ema, model, ema_decay)
-    _sync(device)
+    sync(device)
     return steps / (time.perf_counter() - start)
 
 
@@ -135,11 +130,9 @@ def main() -> None:
 
         rows.append(("halve", logged_steps_per_s(round_run), bare_steps_per_s(make_student(stage1), halve_loss, steps, 0.0, device)))
 
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"CPU, {torch.get_num_threads()} threads"
     lines = ["# Training throughput: gdistill's loop against a bare PyTorch loop", "",
              f"Command: `{command_line(parser, args, 'benchmarks/training_throughput.py')}`", "",
-             f"Device: {device_name}; torch {torch.__version__}; digits UNet (8x8), "
+             f"Device: {device_name(device)}; torch {torch.__version__}; digits UNet (8x8), "
              f"batch {BATCH}, {steps} steps each.", "",
              "| stage | gdistill steps / s | bare loop steps / s | overhead |", "|---|---|---|---|"]
     lines += [f"| {name} | {ours:.2f} | {bare:.2f} | {100 * (1 - ours / bare):.1f} % |" for name, ours, bare in rows]
