@@ -5,6 +5,7 @@ w + 1). Options left out come from --config FILE.yaml, then from the model kind'
 """
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -35,6 +36,11 @@ ConfigFile = typer.Option(None, "--config", help="YAML file of option: value; th
 Overwrite = typer.Option(None, "--overwrite/--no-overwrite", help="Replace an existing output run.")
 LogEvery = typer.Option(None, "--log-every", help="Steps between log lines in RUN/log.jsonl.")
 CheckpointEvery = typer.Option(None, "--checkpoint-every", help="Steps between resume checkpoints.")
+MixedPrecision = typer.Option(None, "--mixed-precision", help="Autocast the student's forward: no (default), bf16, fp16 (GPU only).")
+GradientCheckpointing = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing",
+                                     help="Recompute activations in the backward pass: less memory, slower steps.")
+LoraRank = typer.Option(None, "--lora-rank", help="SD teachers: train a LoRA adapter of this rank (peft) instead of the whole UNet; 0 = whole UNet.")
+Cache = typer.Option(None, "--cache", help="SD teachers: folder caching VAE latents and text embeddings, so each pair is encoded once.")
 
 
 def _device(name: str) -> str:
@@ -78,6 +84,7 @@ def teach(dataset: str = typer.Option(None, "--dataset", help="toy2d, digits, or
           lr: Optional[float] = Lr, ema_decay: Optional[float] = EmaDecay,
           weighting: Optional[str] = Weighting, seed: Optional[int] = Seed,
           log_every: Optional[int] = LogEvery, checkpoint_every: Optional[int] = CheckpointEvery,
+          mixed_precision: Optional[str] = MixedPrecision,
           overwrite: Optional[bool] = Overwrite, config: Optional[Path] = ConfigFile):
     """Train a classifier-free-guided teacher on a dataset."""
     from .stages.teach import teach as run_teach
@@ -86,17 +93,23 @@ def teach(dataset: str = typer.Option(None, "--dataset", help="toy2d, digits, or
         dataset=dataset, out=str(out), image_size=image_size, parameterization=parameterization,
         p_uncond=p_uncond, train_steps=train_steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay,
         weighting=weighting, seed=seed, log_every=log_every, checkpoint_every=checkpoint_every,
-        overwrite=overwrite))
+        mixed_precision=mixed_precision, overwrite=overwrite))
     done = run_teach(cfg)
     console.print(f"teacher written to {done}")
 
 
 @app.command()
-def match(teacher: str = typer.Option(None, "--teacher", help="A teacher run or built-in name (digits, toy2d)."),
+def match(teacher: str = typer.Option(None, "--teacher", help="A teacher run, a built-in (digits, toy2d), or an SD-family teacher: sd15, a diffusers pipeline folder, a .safetensors checkpoint."),
           out: Path = typer.Option(..., "--out", help="Run directory to write."),
-          data: Optional[str] = typer.Option(None, "--data", help="Training data (default: the teacher's)."),
+          data: Optional[str] = typer.Option(None, "--data", help="Training data (default: the teacher's). SD teachers: a folder of NAME.jpg + NAME.txt, a .jsonl/.csv table (image, text), or webdataset shards."),
           w_min: Optional[float] = typer.Option(None, "--w-min", help="Smallest guidance strength w (paper's w; default 0)."),
-          w_max: Optional[float] = typer.Option(None, "--w-max", help="Largest guidance strength w (default 4)."),
+          w_max: Optional[float] = typer.Option(None, "--w-max", help="Largest guidance strength w (default 4; 14 for SD teachers)."),
+          resolution: Optional[int] = typer.Option(None, "--resolution", help="SD teachers: image size in pixels (default: the UNet's native, 512 for SD 1.5)."),
+          revision: Optional[str] = typer.Option(None, "--revision", help="SD teachers from the hub: a branch, tag or commit."),
+          variant: Optional[str] = typer.Option(None, "--variant", help="SD teachers from the hub: weight-file variant, e.g. fp16."),
+          negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="SD teachers: guide away from this prompt instead of the empty one; the student bakes it in."),
+          cache: Optional[str] = Cache, lora_rank: Optional[int] = LoraRank,
+          gradient_checkpointing: Optional[bool] = GradientCheckpointing, mixed_precision: Optional[str] = MixedPrecision,
           train_steps: Optional[int] = TrainSteps, batch_size: Optional[int] = BatchSize,
           lr: Optional[float] = Lr, ema_decay: Optional[float] = EmaDecay,
           weighting: Optional[str] = Weighting, seed: Optional[int] = Seed,
@@ -106,7 +119,9 @@ def match(teacher: str = typer.Option(None, "--teacher", help="A teacher run or 
     from .stages.match import match as run_match
 
     cfg = build_config(MatchConfig, config, dict(
-        teacher=teacher, out=str(out), data=data, w_min=w_min, w_max=w_max, train_steps=train_steps,
+        teacher=teacher, out=str(out), data=data, w_min=w_min, w_max=w_max, resolution=resolution,
+        revision=revision, variant=variant, negative_prompt=negative_prompt, cache=cache, lora_rank=lora_rank,
+        gradient_checkpointing=gradient_checkpointing, mixed_precision=mixed_precision, train_steps=train_steps,
         batch_size=batch_size, lr=lr, ema_decay=ema_decay, weighting=weighting, seed=seed,
         log_every=log_every, checkpoint_every=checkpoint_every, overwrite=overwrite))
     done = run_match(cfg)
@@ -119,6 +134,8 @@ def halve(from_run: str = typer.Option(None, "--from", help="A stage-1 run or a 
           rounds: Optional[int] = typer.Option(None, "--rounds", help="Rounds, each halving the steps (default 6)."),
           start_steps: Optional[int] = typer.Option(None, "--start-steps", help="The stage-1 model's grid, a power of two (default 256)."),
           data: Optional[str] = typer.Option(None, "--data", help="Training data (default: the run's)."),
+          cache: Optional[str] = Cache, lora_rank: Optional[int] = LoraRank,
+          gradient_checkpointing: Optional[bool] = GradientCheckpointing, mixed_precision: Optional[str] = MixedPrecision,
           train_steps: Optional[int] = TrainSteps, batch_size: Optional[int] = BatchSize,
           lr: Optional[float] = Lr, ema_decay: Optional[float] = EmaDecay,
           weighting: Optional[str] = Weighting, seed: Optional[int] = Seed,
@@ -128,7 +145,8 @@ def halve(from_run: str = typer.Option(None, "--from", help="A stage-1 run or a 
     from .stages.halve import halve as run_halve
 
     cfg = build_config(HalveConfig, config, dict(
-        from_run=from_run, out=str(out), rounds=rounds, start_steps=start_steps, data=data,
+        from_run=from_run, out=str(out), rounds=rounds, start_steps=start_steps, data=data, cache=cache,
+        lora_rank=lora_rank, gradient_checkpointing=gradient_checkpointing, mixed_precision=mixed_precision,
         train_steps=train_steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, weighting=weighting,
         seed=seed, log_every=log_every, checkpoint_every=checkpoint_every, overwrite=overwrite))
     if not cfg.from_run:
@@ -138,21 +156,23 @@ def halve(from_run: str = typer.Option(None, "--from", help="A stage-1 run or a 
 
 
 @app.command()
-def sample(from_run: str = typer.Option(..., "--from", help="A run or built-in teacher name."),
-           out: Path = typer.Option(..., "--out", help="FILE.png (image grid) or FILE.npz (arrays samples, labels)."),
+def sample(from_run: str = typer.Option(..., "--from", help="A run, a built-in teacher name, or an SD-family teacher (sd15, a pipeline folder)."),
+           out: Path = typer.Option(..., "--out", help="FILE.png (one image, or a grid) or FILE.npz (arrays samples, labels)."),
            steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps (default: the run's grid; 256 for teachers and stage 1)."),
            w: float = typer.Option(1.0, "--w", help="Guidance strength, paper's w (guidance_scale - 1)."),
-           n: int = typer.Option(64, "--n", help="Number of samples."),
+           n: Optional[int] = typer.Option(None, "--n", help="Number of samples (default 64; one per --prompt for SD-family runs)."),
            seed: int = typer.Option(0, "--seed", help="Noise seed."),
            label: Optional[int] = typer.Option(None, "--label", help="Class for every sample (default: cycle through the classes)."),
+           prompt: list[str] = typer.Option(None, "--prompt", help="SD-family runs: a text prompt; repeat for more (sample k uses prompt k mod their number)."),
+           negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="SD-family teachers: guide away from this prompt (students fix theirs at `match --negative-prompt`)."),
            sampler: str = typer.Option("deterministic", "--sampler", help="deterministic (DDIM) or stochastic (the paper's)."),
            raw_weights: bool = typer.Option(False, "--raw-weights", help="Use the raw training weights instead of the EMA."),
            device: str = typer.Option("auto", "--device", help="torch device: auto (the GPU if there is one), cpu, cuda.")):
     """Generate samples from a run: the student in N calls, or a teacher with guided DDIM in 2 calls a step."""
     from .run import RAW_WEIGHTS, load_model
-    from .tasks.sample import cycle_labels, sample as run_sample, save_samples
+    from .tasks.sample import cycle_labels, sample as run_sample, sample_prompts, save_samples
 
-    if n < 1:
+    if n is not None and n < 1:
         raise GdistillError(f"--n must be at least 1, got {n}")
     if steps is not None and steps < 1:
         raise GdistillError(f"--steps must be at least 1, got {steps}")
@@ -161,6 +181,13 @@ def sample(from_run: str = typer.Option(..., "--from", help="A run or built-in t
     if out.suffix not in (".png", ".npz"):
         raise GdistillError(f"--out {out} must end in .png (an image) or .npz (arrays)")
     model, manifest, run = load_model(from_run, raw=raw_weights)
+    text_model = bool(manifest.get("pipeline"))
+    if text_model and not prompt:
+        raise GdistillError(f"{run} is text-conditioned: pass --prompt \"...\" (repeat it for more prompts)")
+    if not text_model and (prompt or negative_prompt is not None):
+        raise GdistillError(f"{run} is class-conditional ({model.kind}): choose the class with --label, not --prompt")
+    if text_model and label is not None:
+        raise GdistillError(f"{run} is text-conditioned: it takes --prompt, not --label")
     if raw_weights and RAW_WEIGHTS not in manifest["files"]:
         console.print(f"[yellow]warning:[/] {run} keeps no raw weights (no EMA was kept, or it is a built-in); using its only weights")
     if label is not None and not 0 <= label < model.num_classes:
@@ -171,11 +198,17 @@ def sample(from_run: str = typer.Option(..., "--from", help="A run or built-in t
     w_range = manifest.get("w_range")
     if w_range and not w_range[0] <= w <= w_range[1]:
         console.print(f"[yellow]warning:[/] w={w} is outside the trained range [{w_range[0]}, {w_range[1]}]")
-    data_range = manifest.get("data_range")
-    result = run_sample(model, cycle_labels(n, model.num_classes, label), steps, w, sampler, seed,
-                        tuple(data_range) if data_range else None, device=_device(device))
-    columns = model.num_classes if label is None and model.num_classes <= 16 else None
-    save_samples(result, out, tuple(data_range) if data_range else None, columns)
+    if text_model:
+        n = n or len(prompt)
+        result = sample_prompts(model, manifest, prompt, n, steps, w, sampler, seed, _device(device), negative_prompt)
+        save_samples(result, out, (-1.0, 1.0), min(n, len(prompt)), prompts=prompt)
+    else:
+        n = n or 64
+        data_range = manifest.get("data_range")
+        result = run_sample(model, cycle_labels(n, model.num_classes, label), steps, w, sampler, seed,
+                            tuple(data_range) if data_range else None, device=_device(device))
+        columns = model.num_classes if label is None and model.num_classes <= 16 else None
+        save_samples(result, out, tuple(data_range) if data_range else None, columns)
     console.print(f"{n} samples, {steps} steps, {result.calls_per_image} network calls per sample, "
                   f"{result.seconds / n * 1000:.2f} ms per sample -> {out}")
 
@@ -213,7 +246,7 @@ def evaluate(
     from .metrics.clip import read_prompts
     from .metrics.reference import default_cache_dir
     from .metrics.report import rich_table
-    from .tasks.evaluate import Scorer, evaluate_into, plan_sweep
+    from .tasks.evaluate import Scorer, evaluate_into, is_text_model, plan_sweep, sample_shape
     from .tasks.sample import SAMPLERS
 
     ws = _numbers("--w", w)
@@ -237,16 +270,21 @@ def evaluate(
         if outside:
             console.print(f"[yellow]warning:[/] {escape(entry.label)} was trained for w in [{w_range[0]}, {w_range[1]}]; "
                           f"w={','.join(f'{v:g}' for v in outside)} lies outside", highlight=False)
+    shape = sample_shape(first)
     if not metrics:  # the default: a Fréchet distance for images, the energy distance for points
-        metrics = {"fid"} if len(first.model.data_shape) == 3 else {"ed"}
+        metrics = {"fid"} if len(shape) == 3 else {"ed"}
+    text = is_text_model(first)
+    if text and (not prompts or not ref):
+        raise GdistillError(f"{first.label} is text-conditioned: pass --prompts FILE (one prompt per line; sample k "
+                            "uses line k mod their number) and --ref, a folder of reference images")
     dataset = first.manifest.get("dataset") or {}
     ref = ref or (dataset.get("path") if dataset.get("name") == "folder" else dataset.get("name"))
     if not ref:
         raise GdistillError(f"{first.label} records no dataset: pass --ref (an image folder, digits or toy2d)")
     prompt_list = read_prompts(prompts) if prompts else first.manifest.get("class_names")
     dev = _device(device)
-    scorer = Scorer(metrics, ref, tuple(first.model.data_shape), n, cache_dir or default_cache_dir(), dev,
-                    inception_weights, clip_model, prompt_list, first.model.num_classes,
+    scorer = Scorer(metrics, ref, shape, n, cache_dir or default_cache_dir(), dev,
+                    inception_weights, clip_model, prompt_list, None if text else first.model.num_classes,
                     log=lambda m: console.print(m, highlight=False))
 
     settings = {"command": "gdistill " + " ".join(sys.argv[1:]), "ref": scorer.reference.name, "n": n,
@@ -256,7 +294,7 @@ def evaluate(
                   TextColumn("{task.description}"), console=console) as progress:
         task = progress.add_task("", total=total)
         rows = evaluate_into(out, overwrite, sweep, ws, scorer, n, seed, dev, settings, lambda row: progress.update(
-            task, advance=1, description=f"{row.model} {row.steps} steps w={row.w:g}"))
+            task, advance=1, description=f"{row.model} {row.steps} steps w={row.w:g}"), prompt_list if text else None)
 
     missing = [(r["run"], r["model"], r["steps"], r["w"], c) for r in rows for c in scorer.columns if r.get(c) is None]
     (console if json_out else Console()).print(rich_table(rows, f"gdistill eval -> {out}"))
@@ -267,6 +305,18 @@ def evaluate(
                       f"first: {missing[0]}", highlight=False)
         raise typer.Exit(1)
     console.print(f"report written to {out}")
+
+
+@app.command()
+def export(run: str = typer.Argument(..., help="A student run of an SD-family teacher (from match or halve)."),
+           out: Path = typer.Option(..., "--out", help="Diffusers pipeline folder to write."),
+           overwrite: bool = typer.Option(False, "--overwrite/--no-overwrite", help="Replace an existing folder.")):
+    """Write a student as a diffusers pipeline folder (VAE, text encoder, tokenizer, student UNet,
+    scheduler on its grid) with a model card: StableDiffusionPipeline.from_pretrained(DIR) samples it."""
+    from .tasks.export import export as run_export
+
+    done = run_export(run, out, overwrite)
+    console.print(f"diffusers pipeline written to {done}")
 
 
 @app.command()
@@ -296,6 +346,14 @@ def info(run: str = typer.Argument(..., help="A run directory or built-in teache
 
 def run() -> None:
     """Console-script entry: one-line errors with exit code 2 (tracebacks with --debug)."""
+    # gdistill shows its own progress: keep diffusers' / transformers' bars and notices off the
+    # console unless the user asked for them.
+    for variable, value in (("DIFFUSERS_VERBOSITY", "error"), ("TRANSFORMERS_VERBOSITY", "error"),
+                            ("HF_HUB_DISABLE_PROGRESS_BARS", "1")):
+        os.environ.setdefault(variable, value)
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.disable_progress_bar()  # "Loading pipeline components" (no environment switch)
     try:
         code = app(standalone_mode=False)  # returns typer.Exit's code instead of exiting
         if isinstance(code, int) and code:

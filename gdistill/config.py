@@ -28,6 +28,7 @@ class TrainConfig:
     log_every: int = 50
     checkpoint_every: int = 500
     overwrite: bool = False
+    mixed_precision: str = "no"  # accelerate's autocast: no, fp16 (GPU), bf16
 
 
 @dataclass
@@ -41,16 +42,28 @@ class TeachConfig(TrainConfig):
 
 
 @dataclass
-class MatchConfig(TrainConfig):
+class DistillConfig(TrainConfig):
+    """What both distillation stages take beyond the loop's settings."""
+    lora_rank: int = 0  # > 0: train a LoRA adapter of this rank instead of the whole UNet (SD teachers)
+    cache: str | None = None  # latent / text-embedding cache folder (SD teachers)
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class MatchConfig(DistillConfig):
     teacher: str = "digits"
     out: str = ""
     data: str | None = None  # default: the teacher's training data
     w_min: float | None = None
     w_max: float | None = None
+    resolution: int | None = None  # SD teachers: image size in pixels (default: the UNet's native)
+    revision: str | None = None  # SD teachers from the hub
+    variant: str | None = None  # e.g. fp16: the hub's half-precision weight files
+    negative_prompt: str | None = None  # SD teachers: guide away from this prompt instead of the empty one
 
 
 @dataclass
-class HalveConfig(TrainConfig):
+class HalveConfig(DistillConfig):
     from_run: str = ""
     out: str = ""
     rounds: int = 6
@@ -74,7 +87,16 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "halve": {"train_steps": 1200, "batch_size": 64, "lr": 1e-4, "ema_decay": 0.0,
                   "start_steps": 256},
     },
+    # SD-family UNets: fine-tuning rates, no EMA copy of a billion weights by default; w up to 14
+    # (guidance_scale 15) covers what SD users sample with (7.5 is w = 6.5).
+    "sd-unet": {
+        "match": {"train_steps": 4000, "batch_size": 8, "lr": 1e-5, "ema_decay": 0.0,
+                  "w_min": 0.0, "w_max": 14.0},
+        "halve": {"train_steps": 2000, "batch_size": 8, "lr": 1e-5, "ema_decay": 0.0,
+                  "start_steps": 256},
+    },
 }
+MIXED_PRECISION = ("no", "fp16", "bf16")
 
 
 def build_config(cls, config_file: str | None, overrides: dict[str, Any]):
@@ -144,11 +166,15 @@ def validate(c) -> None:
     _require(0 <= c.ema_decay < 1, f"--ema-decay must be in [0, 1), got {c.ema_decay}")
     _require(c.weighting in LOSS_WEIGHTINGS, f"--weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, got {c.weighting!r}")
     _require(c.log_every >= 1 and c.checkpoint_every >= 1, "--log-every and --checkpoint-every must be at least 1")
+    _require(c.mixed_precision in MIXED_PRECISION, f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, got {c.mixed_precision!r}")
     if isinstance(c, TeachConfig):
         _require(c.parameterization in PARAMETERIZATIONS, f"--parameterization must be one of {', '.join(PARAMETERIZATIONS)}, got {c.parameterization!r}")
         _require(0 < c.p_uncond < 1, f"--p-uncond must be in (0, 1) for guidance to work, got {c.p_uncond}")
+    if isinstance(c, DistillConfig):
+        _require(c.lora_rank >= 0, f"--lora-rank must be >= 0 (0 = train the whole model), got {c.lora_rank}")
     if isinstance(c, MatchConfig):
         _require(0 <= c.w_min <= c.w_max, f"need 0 <= --w-min <= --w-max, got {c.w_min} and {c.w_max}")
+        _require(c.resolution is None or c.resolution >= 8, f"--resolution must be at least 8 pixels, got {c.resolution}")
     if isinstance(c, HalveConfig):
         _require(c.rounds >= 1, f"--rounds must be at least 1, got {c.rounds}")
         s = c.start_steps

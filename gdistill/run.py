@@ -57,7 +57,8 @@ def resolve_run(arg: str | Path) -> Path:
             raise GdistillError(f"the built-in teacher {arg!r} is missing from this install: reinstall gdistill")
         return path
     if not path.exists():
-        raise GdistillError(f"run {path} does not exist: pass a run directory or a built-in teacher ({', '.join(BUILTIN_TEACHERS)})")
+        raise GdistillError(f"run {path} does not exist: pass a run directory, a built-in teacher ({', '.join(BUILTIN_TEACHERS)}) "
+                            "or an SD-family teacher (sd15, a diffusers pipeline folder, a .safetensors checkpoint)")
     if not (path / MANIFEST).is_file():
         hint = ""
         if (path / "round-1").is_dir():
@@ -98,10 +99,15 @@ def load_weights(run: Path, manifest: dict, raw: bool = False) -> dict[str, torc
         raise GdistillError(f"cannot read {path}: {e}") from None
 
 
-def load_model(arg: str | Path, raw: bool = False):
-    """(denoiser in eval mode, manifest, run path) for a run or built-in teacher name."""
+def load_model(arg: str | Path, raw: bool = False, pipeline_options: dict | None = None):
+    """(denoiser in eval mode, manifest, run path) for a run or built-in teacher name; for a
+    diffusers teacher (sd15, a pipeline folder or checkpoint file; `pipeline_options` revision and
+    variant) the manifest names the pipeline and the path is its source."""
     from .models import build_denoiser
+    from .models.latent import is_pipeline_teacher, load_pipeline_teacher
 
+    if is_pipeline_teacher(arg):
+        return load_pipeline_teacher(str(arg), **(pipeline_options or {}))
     run = resolve_run(arg)
     manifest = read_manifest(run)
     try:

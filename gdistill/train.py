@@ -38,6 +38,7 @@ class LoopSettings:
     checkpoint_every: int
     lr_decay: bool = False  # linear decay to 0 within the run (progressive distillation rounds)
     warmup: int = 0
+    mixed_precision: str = "no"  # accelerate's: no, fp16, bf16
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
@@ -78,23 +79,35 @@ def _load_checkpoint(folder: Path, model, ema, optimizer, scheduler, generator, 
 
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model"""
+    """ema <- decay * ema + (1 - decay) * model, over the weights that train (the rest are equal)."""
     for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p.detach().to(e.dtype), 1 - decay)
+        if p.requires_grad:
+            e.lerp_(p.detach().to(e.dtype), 1 - decay)
 
 
 def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work: Path,
           description: str, fingerprint: str, accelerator=None):
-    """Train `model` in place for settings.steps optimizer steps. Returns (model, ema or None).
+    """Train the weights of `model` that require grad (the caller decides: all of them, or a LoRA
+    adapter) in place for settings.steps optimizer steps. Returns (model, ema or None).
     Resumes from work/resume when its fingerprint (the run's settings) matches."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
-    accelerator = accelerator or Accelerator()
+    if accelerator is None:
+        state = AcceleratorState._shared_state
+        if state and state.get("_mixed_precision") not in (None, settings.mixed_precision):
+            # accelerate keeps one mixed-precision setting per process; a later stage in the same
+            # process (a notebook, the tests) may ask for another. The distributed setup is kept.
+            AcceleratorState._reset_state(reset_partial_state=False)
+        accelerator = Accelerator(mixed_precision=settings.mixed_precision)
     device = accelerator.device
     generator = torch.Generator().manual_seed(settings.seed)
     torch.manual_seed(settings.seed)
-    model.train().requires_grad_(True)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError("the model has no trainable weights: call requires_grad_(True) on what should train")
+    optimizer = torch.optim.Adam(trainable, lr=settings.lr)
 
     def lr_factor(step: int) -> float:
         warm = min(1.0, (step + 1) / settings.warmup) if settings.warmup else 1.0
@@ -127,7 +140,7 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
                     f"the last good checkpoint is kept in {resume_dir}: lower --lr or check the data")
             accelerator.backward(loss)
             if settings.grad_clip > 0:
-                accelerator.clip_grad_norm_(model.parameters(), settings.grad_clip)
+                accelerator.clip_grad_norm_(trainable, settings.grad_clip)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)

@@ -27,6 +27,10 @@ class Dataset:
     def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def to(self, device) -> Dataset:
+        """Where batches are made (datasets that encode on the fly move their encoders)."""
+        return self
+
 
 class TensorDataset(Dataset):
     """A dataset held in memory; batches are drawn uniformly with replacement."""

@@ -1,4 +1,4 @@
-"""Image-caption pairs for text-conditioned (SD-family) teachers (issue 4, in progress).
+"""Image-caption pairs for text-conditioned (SD-family) teachers.
 
 Three sources, read alike:
 - a folder of `NAME.jpg` (or .png, …) each beside `NAME.txt`, searched recursively;
@@ -44,6 +44,13 @@ def load_caption_image(source, resolution: int) -> torch.Tensor:
     left, top = (w - resolution) // 2, (h - resolution) // 2
     image = image.crop((left, top, left + resolution, top + resolution))
     return torch.tensor(np.asarray(image, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1.0
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise GdistillError(f"cannot read image {path}: {e.strerror}") from None
 
 
 def folder_pairs(root: Path) -> list[tuple[Path, str]]:
@@ -115,12 +122,15 @@ class CaptionDataset:
         for image, caption in source:
             yield load_caption_image(image, self.resolution), caption
 
-    def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+    def draw(self, size: int, generator: torch.Generator) -> list[tuple[bytes, str]]:
+        """`size` pairs (encoded image bytes, caption), drawn at random from the seeded generator."""
         if self.pairs is not None:
             index = torch.randint(0, len(self.pairs), (size,), generator=generator).tolist()
-            chosen = [self.pairs[i] for i in index]
-        else:
-            chosen = [self._next_streamed(generator) for _ in range(size)]
+            return [(_read_bytes(self.pairs[i][0]), self.pairs[i][1]) for i in index]
+        return [self._next_streamed(generator) for _ in range(size)]
+
+    def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+        chosen = self.draw(size, generator)
         images = torch.stack([load_caption_image(image, self.resolution) for image, _ in chosen])
         return images, [caption for _, caption in chosen]
 

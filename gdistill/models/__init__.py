@@ -21,10 +21,10 @@ def build_denoiser(config: dict) -> Denoiser:
 
 def make_student(teacher: Denoiser) -> Denoiser:
     """A copy of the teacher. A plain teacher gains the zero-initialised w-embedding (Stage 1);
-    a w-conditioned one is copied as it is (Stage 2)."""
+    a w-conditioned one is copied as it is (Stage 2). All its weights train (see add_lora)."""
     if teacher.w_conditioned:
-        return copy.deepcopy(teacher)
+        return copy.deepcopy(teacher).requires_grad_(True)
     student = build_denoiser({**teacher.config, "w_conditioned": True})
     missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
     assert not unexpected and all(k.startswith(student.w_parameters) for k in missing), (missing, unexpected)
-    return student
+    return student.requires_grad_(True)

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..diffusion import broadcast, guided, schedule_from_config, x_from_prediction
 from ..diffusion.formulas import PredictX, alpha_sigma_like
+from ..errors import GdistillError
 
 
 class GuidanceEmbedding(nn.Module):
@@ -58,6 +59,23 @@ class Denoiser(nn.Module):
         raise NotImplementedError
 
     def network_output(self, z, model_t, labels, w) -> torch.Tensor:
+        raise NotImplementedError
+
+    # --- training options (models that support them override these) ----------------------------
+    def as_frozen_teacher(self, device) -> Denoiser:
+        """The model on `device`, ready to be read as a frozen teacher."""
+        return self.to(device)
+
+    def enable_gradient_checkpointing(self) -> None:
+        unet = getattr(self, "unet", None)
+        if unet is None or not getattr(unet, "_supports_gradient_checkpointing", False):
+            raise GdistillError(f"--gradient-checkpointing: the {self.kind} model does not support it; leave the flag out")
+        unet.enable_gradient_checkpointing()
+
+    def add_lora(self, rank: int) -> None:
+        raise GdistillError(f"--lora-rank: LoRA is for SD-family UNets, this is a {self.kind} model; leave the flag out")
+
+    def merge_lora(self) -> None:
         raise NotImplementedError
 
     def predict_x(self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor,

@@ -1,7 +1,7 @@
 """Stable-Diffusion-family teachers and their w-conditioned students, through diffusers.
 
-Groundwork for the latent-space stages (issue 4): resolving `--teacher` to a diffusers pipeline
-without surprises offline, and the Denoiser adapter. The student is the teacher's
+Resolving `--teacher` to a diffusers pipeline without surprises offline, the Denoiser adapter, the
+frozen VAE and text encoder (`SDEncoders`), and LoRA for the student. The student is the teacher's
 `UNet2DConditionModel` rebuilt with `time_cond_proj_dim` (diffusers' own hook: a linear map of the
 guidance embedding added to the timestep features) and that projection zero-initialised, so a fresh
 student equals the teacher's conditional UNet. w is embedded with the very function the stock
@@ -10,6 +10,10 @@ and no classifier-free guidance pass), so an exported student samples in plain d
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
+import json
 from pathlib import Path
 
 import torch
@@ -22,6 +26,7 @@ SD_TEACHERS = {"sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
                "sd15-inpaint": "stable-diffusion-v1-5/stable-diffusion-inpainting"}
 GUIDANCE_EMBEDDING_DIM = 256  # as diffusers' LCM-distilled SD 1.5 UNets
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]  # the attention projections, as diffusers' LoRA scripts
 
 
 def guidance_scale_embedding(w: torch.Tensor, dim: int = GUIDANCE_EMBEDDING_DIM) -> torch.Tensor:
@@ -31,6 +36,24 @@ def guidance_scale_embedding(w: torch.Tensor, dim: int = GUIDANCE_EMBEDDING_DIM)
     from diffusers import StableDiffusionPipeline
 
     return StableDiffusionPipeline.get_guidance_scale_embedding(None, w.float().flatten().cpu(), embedding_dim=dim)
+
+
+def is_pipeline_teacher(arg) -> bool:
+    """Whether --teacher / --from names a diffusers pipeline (not a gdistill run)."""
+    path = Path(str(arg))
+    if str(arg) in SD_TEACHERS and not path.exists():
+        return True
+    if path.is_dir():
+        return (path / "model_index.json").is_file() and not (path / "manifest.yaml").is_file()
+    return path.suffix in SINGLE_FILE_SUFFIXES
+
+
+def pipeline_record(teacher: str, revision: str | None = None, variant: str | None = None) -> dict:
+    """How runs name their diffusers teacher (the manifest's `pipeline`): enough to load it again
+    for its VAE, text encoder and tokenizer (halve, sample, export)."""
+    path = Path(teacher)
+    source = teacher if teacher in SD_TEACHERS and not path.exists() else str(path.resolve())
+    return {"source": source, "revision": revision, "variant": variant}
 
 
 def load_sd_pipeline(teacher: str, revision: str | None = None, variant: str | None = None,
@@ -68,31 +91,118 @@ def load_sd_pipeline(teacher: str, revision: str | None = None, variant: str | N
                         f"folder or a single checkpoint file ({', '.join(SINGLE_FILE_SUFFIXES)})")
 
 
+@functools.lru_cache(maxsize=1)
+def _cached_pipeline(source: str, revision: str | None, variant: str | None):
+    # One pipeline per process: the teacher's UNet and the encoders come from the same load.
+    return load_sd_pipeline(source, revision, variant)
+
+
+def pipeline_for(record: dict):
+    """The diffusers pipeline a run's `pipeline` record names (loaded once per process)."""
+    return _cached_pipeline(record["source"], record.get("revision"), record.get("variant"))
+
+
+def load_pipeline_teacher(teacher: str, revision: str | None = None, variant: str | None = None):
+    """(teacher Denoiser, manifest, source) for a diffusers teacher, shaped like load_model's answer
+    for a run: the manifest names the pipeline instead of holding weights."""
+    record = pipeline_record(teacher, revision, variant)
+    pipe = pipeline_for(record)
+    if pipe.unet.config.in_channels != pipe.vae.config.latent_channels:
+        raise GdistillError(f"--teacher {teacher}'s UNet takes {pipe.unet.config.in_channels} input channels, its "
+                            f"VAE makes {pipe.vae.config.latent_channels} (an inpainting model?): pass a text-to-image teacher")
+    model = LatentUNetDenoiser.from_pipeline(pipe).eval().requires_grad_(False)
+    # Runs name their parent by the weights' sha256; a pipeline is named by its record instead
+    # (hashing gigabytes of weights on every start would cost more than it tells).
+    identity = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+    manifest = {"kind": "teacher", "steps": None, "w_range": None, "dataset": None, "pipeline": record,
+                "model": model.config, "parameterization": model.parameterization,
+                "files": {"model.safetensors": identity}, "lineage": []}
+    return model, manifest, record["source"]
+
+
 def _first_line(error: Exception) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else error.__class__.__name__
 
 
+class SDEncoders:
+    """The teacher pipeline's frozen VAE and text encoder: prompts -> text embeddings, images in
+    [-1, 1] -> latents (the posterior's mean times the VAE's scaling factor: deterministic, so it
+    can be cached), latents -> images. Half precision on a GPU."""
+
+    def __init__(self, record: dict):
+        self.record = record
+        self.pipe = pipeline_for(record)
+        self.pipe.vae.requires_grad_(False).eval()
+        self.pipe.text_encoder.requires_grad_(False).eval()
+        self.device = torch.device("cpu")
+
+    @property
+    def latent_channels(self) -> int:
+        return self.pipe.vae.config.latent_channels
+
+    @property
+    def scale_factor(self) -> int:
+        return self.pipe.vae_scale_factor
+
+    def to(self, device) -> SDEncoders:
+        device = torch.device(device)
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+        if device != self.device:
+            self.pipe.vae.to(device, dtype)
+            self.pipe.text_encoder.to(device, dtype)
+            self.device = device
+        return self
+
+    def fingerprint(self) -> str:
+        """Identifies the encoders' weights (for the latent cache): a few tensors' bytes."""
+        h = hashlib.sha256(json.dumps(self.record, sort_keys=True).encode())
+        for module in (self.pipe.vae, self.pipe.text_encoder):
+            params = list(module.parameters())
+            for tensor in (params[0], params[len(params) // 2], params[-1]):
+                h.update(tensor.detach().flatten()[:1 << 16].float().cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        return self.pipe.encode_prompt(list(prompts), self.device, 1, False)[0].float()
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        vae = self.pipe.vae
+        posterior = vae.encode(images.to(self.device, vae.dtype)).latent_dist
+        return (posterior.mean * vae.config.scaling_factor).float()
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1], (n, 3, H, W), on the CPU."""
+        vae = self.pipe.vae
+        out = [vae.decode((z.to(self.device, vae.dtype) / vae.config.scaling_factor)).sample.float().cpu()
+               for z in latents.split(8)]
+        return torch.cat(out).clamp(-1, 1)
+
+
 class LatentUNetDenoiser(Denoiser):
     """An SD-family UNet (`UNet2DConditionModel`) behind the Denoiser interface, in latent space on
     SD's discrete schedule. The condition is a batch of text embeddings (B, tokens, dim); the
-    unconditional input is the empty prompt's embedding, kept as a buffer so it travels with the
-    weights. A w-conditioned model gets w through `timestep_cond` (diffusers' hook), embedded as the
-    stock pipeline does. The run's config holds the UNet's diffusers config, so build_denoiser
-    rebuilds it."""
+    unconditional input is the empty prompt's embedding (or a negative prompt's), kept as a buffer
+    so it travels with the weights. A w-conditioned model gets w through `timestep_cond` (diffusers'
+    hook), embedded as the stock pipeline does. The run's config holds the UNet's diffusers config,
+    so build_denoiser rebuilds it."""
 
     kind = "sd-unet"
     w_parameters = ("unet.time_embedding.cond_proj.",)
 
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, unet=None):
         from diffusers import UNet2DConditionModel
 
         super().__init__({"kind": self.kind, "num_classes": 0, "parameterization": "eps", **config})
         unet_config = dict(config["unet"])
         if self.w_conditioned:
             unet_config["time_cond_proj_dim"] = unet_config.get("time_cond_proj_dim") or GUIDANCE_EMBEDDING_DIM
-        self.unet = UNet2DConditionModel.from_config(unet_config)
-        if self.w_conditioned:  # zero start: a fresh student equals the teacher's conditional UNet
+        # A teacher adopts its pipeline's UNet (no copy, no random init of a billion weights).
+        self.unet = unet if unet is not None else UNet2DConditionModel.from_config(unet_config)
+        if self.w_conditioned and unet is None:  # zero start: a fresh student equals the teacher's conditional UNet
             torch.nn.init.zeros_(self.unet.time_embedding.cond_proj.weight)
         self.register_buffer("null_embedding", torch.zeros(config["null_embedding_shape"]))
 
@@ -107,22 +217,65 @@ class LatentUNetDenoiser(Denoiser):
             null = pipe.encode_prompt("", "cpu", 1, False)[0][0]
         unet_config = {k: v for k, v in dict(pipe.unet.config).items() if not k.startswith("_")}
         config = {"unet": unet_config, "null_embedding_shape": list(null.shape),
+                  "latent_size": unet_config["sample_size"],
                   "schedule": {"name": "sd-discrete", "num_train_timesteps": scheduler["num_train_timesteps"],
                                "beta_start": scheduler["beta_start"], "beta_end": scheduler["beta_end"],
                                "beta_schedule": scheduler["beta_schedule"]}}
-        model = cls(config)
-        model.unet.load_state_dict(pipe.unet.state_dict())
+        model = cls(config, unet=pipe.unet)
         model.null_embedding.copy_(null)
         return model
 
     @property
     def data_shape(self):
-        size = self.unet.config.sample_size
+        size = self.config.get("latent_size") or self.unet.config.sample_size
         return (self.unet.config.in_channels, size, size)
+
+    def with_latent_size(self, size: int) -> LatentUNetDenoiser:
+        """Train and sample at another resolution (the UNet is convolutional; SD 1.5 was trained
+        at 64x64 latents, 512 px)."""
+        self.config["latent_size"] = int(size)
+        return self
 
     def null_condition(self, condition):
         return self.null_embedding.to(condition.dtype).expand(len(condition), *self.null_embedding.shape)
 
+    @contextlib.contextmanager
+    def unconditional(self, embedding: torch.Tensor | None):
+        """Within the block, guidance steers away from `embedding` (a negative prompt's, (tokens,
+        dim)) instead of the empty prompt's: x_w = (1 + w) x(c) - w x(negative). None: no change."""
+        if embedding is None:
+            yield self
+            return
+        saved = self.null_embedding.clone()
+        self.null_embedding.copy_(embedding)
+        try:
+            yield self
+        finally:
+            self.null_embedding.copy_(saved)
+
+    def as_frozen_teacher(self, device) -> LatentUNetDenoiser:
+        """A teacher's weights are read only: half precision on a GPU (outputs stay float32)."""
+        device = torch.device(device)
+        return self.to(device, torch.float16 if device.type == "cuda" else torch.float32)
+
     def network_output(self, z, model_t, condition, w):
-        timestep_cond = None if w is None else guidance_scale_embedding(w, self.unet.config.time_cond_proj_dim).to(z)
-        return self.unet(z, model_t, encoder_hidden_states=condition, timestep_cond=timestep_cond).sample
+        dtype = self.unet.dtype
+        timestep_cond = None if w is None else guidance_scale_embedding(w, self.unet.config.time_cond_proj_dim).to(z.device, dtype)
+        out = self.unet(z.to(dtype), model_t, encoder_hidden_states=condition.to(dtype), timestep_cond=timestep_cond).sample
+        return out.to(z.dtype)
+
+    # --- training options ---------------------------------------------------------------------
+    def add_lora(self, rank: int) -> None:
+        """Train a rank-`rank` adapter (peft) on the attention projections, plus the new w-projection,
+        instead of the whole UNet; merge_lora folds it back in before the run is written."""
+        from peft import LoraConfig
+
+        self.requires_grad_(False)
+        self.unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS))
+        if self.w_conditioned:
+            self.unet.time_embedding.cond_proj.requires_grad_(True)
+
+    def merge_lora(self) -> None:
+        """W <- W + B A for every adapter, then drop the adapters: the run holds a plain UNet."""
+        self.unet.fuse_lora()
+        self.unet.unload_lora()

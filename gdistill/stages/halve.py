@@ -8,12 +8,11 @@ from pathlib import Path
 import torch
 
 from ..config import HalveConfig, apply_preset
-from ..data import load_dataset
 from ..diffusion import alpha_sigma_like, diffuse, halving_target_t, weighted_x_loss
 from ..errors import GdistillError
 from ..models import denoise_fn, make_student
 from ..run import MANIFEST, lineage, load_model, parent_record, read_manifest
-from .common import draw_batch, draw_w, train_and_commit
+from .common import draw_batch, draw_w, prepare_student, train_and_commit, training_data
 
 
 def halve(config: HalveConfig) -> list[Path]:
@@ -32,7 +31,7 @@ def halve(config: HalveConfig) -> list[Path]:
     if teacher_steps >> config.rounds < 1:
         raise GdistillError(f"{config.rounds} rounds from {teacher_steps} steps would go below 1 step: "
                             f"use at most {teacher_steps.bit_length() - 1} rounds")
-    data = load_dataset(config.data) if config.data else load_dataset(manifest["dataset"])
+    data = training_data(config.data, manifest, config.cache)
     w_min, w_max = manifest["w_range"]
     out_dir, written = Path(config.out), []
     for k in range(config.rounds):
@@ -49,13 +48,15 @@ def halve(config: HalveConfig) -> list[Path]:
             # seed + round - 1: continuing from round-3 gives round-4 exactly as a single run would
             round_config = dataclasses.replace(config, seed=config.seed + round_no - 1)
             torch.manual_seed(round_config.seed)
-            student = make_student(teacher)
+            student = prepare_student(make_student(teacher), round_config)
             loss_fn = halving_loss(teacher, data, round_config, steps, w_min, w_max)
             round_manifest = {
                 "kind": "round", "round": round_no, "steps": steps, "teacher_steps": 2 * steps,
                 "w_range": [w_min, w_max], "dataset": data.spec,
                 "class_names": manifest.get("class_names"), "data_range": manifest.get("data_range"),
                 "teacher": manifest.get("teacher"), "parent": parent, "lineage": lineage(manifest)}
+            if manifest.get("pipeline"):
+                round_manifest.update(pipeline=manifest["pipeline"], negative_prompt=manifest.get("negative_prompt"))
             train_and_commit(student, loss_fn, round_config, out, round_manifest,
                              f"halve round {round_no}: {2 * steps} -> {steps} steps",
                              lr_decay=True, parent_sha=parent["sha256"])
@@ -68,7 +69,7 @@ def halving_loss(teacher, data, config, steps: int, w_min: float, w_max: float):
     schedule = teacher.schedule
 
     def loss_fn(net, generator, device):
-        teacher.to(device)
+        teacher.as_frozen_teacher(device)
         x, labels, eps = draw_batch(data, config.batch_size, generator, device)
         w = draw_w(len(x), w_min, w_max, generator).to(device)
         i = torch.randint(1, steps + 1, (len(x),), generator=generator)

@@ -2,35 +2,45 @@
 (1 + w) x_c - w x_u for every w in [w_min, w_max] at once."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
 
 from ..config import MatchConfig, apply_preset
-from ..data import load_dataset
 from ..diffusion import alpha_sigma_like, diffuse, weighted_x_loss
 from ..errors import GdistillError
 from ..models import guided_predict_x, make_student
 from ..run import lineage, load_model, parent_record
-from .common import draw_batch, draw_w, train_and_commit
+from .common import draw_batch, draw_w, prepare_student, train_and_commit, training_data
 
 
 def match(config: MatchConfig) -> Path:
-    teacher, teacher_manifest, teacher_run = load_model(config.teacher)
+    teacher, teacher_manifest, teacher_run = load_model(
+        config.teacher, pipeline_options={"revision": config.revision, "variant": config.variant})
     if teacher.w_conditioned:
         raise GdistillError(f"{teacher_run} is already w-conditioned ({teacher_manifest['kind']}): "
                             "match takes a guided teacher; to halve its steps run `gdistill halve --from` it")
+    pipeline = teacher_manifest.get("pipeline")
+    if not pipeline and (config.resolution or config.negative_prompt or config.revision or config.variant):
+        raise GdistillError("--resolution, --negative-prompt, --revision and --variant are for SD-family teachers "
+                            f"(diffusers pipelines); {teacher_run} is a {teacher.kind} run")
     config = apply_preset(config, teacher.config["kind"], "match")
-    data = load_dataset(config.data) if config.data else load_dataset(teacher_manifest["dataset"])
+    data = training_data(config.data, teacher_manifest, config.cache, config.resolution)
+    if pipeline:
+        teacher.with_latent_size(data.data_shape[-1])
     if data.num_classes != teacher.num_classes or tuple(data.data_shape) != tuple(teacher.data_shape):
         raise GdistillError(f"--data {config.data} has {data.num_classes} classes of shape {data.data_shape}, "
                             f"the teacher expects {teacher.num_classes} of shape {teacher.data_shape}")
     torch.manual_seed(config.seed)
-    student = make_student(teacher)
+    student = prepare_student(make_student(teacher), config)
+    # A negative prompt's embedding stands in for the empty prompt as the teacher's unconditional
+    # input, so the student learns (1 + w) x(c) - w x(negative) (docs/latent.md).
+    negative = data.encoders.encode_prompts([config.negative_prompt])[0].cpu() if config.negative_prompt else None
     schedule = teacher.schedule
 
     def loss_fn(net, generator, device):
-        teacher.to(device)
+        teacher.as_frozen_teacher(device)
         x, labels, eps = draw_batch(data, config.batch_size, generator, device)
         w = draw_w(len(x), config.w_min, config.w_max, generator).to(device)
         t = schedule.sample_t(len(x), generator).to(device)
@@ -46,5 +56,8 @@ def match(config: MatchConfig) -> Path:
                 "data_range": teacher_manifest.get("data_range"),
                 "teacher": str(config.teacher), "parent": parent_record(teacher_run, teacher_manifest),
                 "lineage": lineage(teacher_manifest)}
-    return train_and_commit(student, loss_fn, config, Path(config.out), manifest, "match (stage 1)",
-                            parent_sha=manifest["parent"]["sha256"])
+    if pipeline:
+        manifest.update(pipeline=pipeline, negative_prompt=config.negative_prompt)
+    with teacher.unconditional(negative) if negative is not None else contextlib.nullcontext():
+        return train_and_commit(student, loss_fn, config, Path(config.out), manifest, "match (stage 1)",
+                                parent_sha=manifest["parent"]["sha256"])

@@ -12,6 +12,9 @@ Metrics, by the feature network that the reference calls for:
 - any data: the energy distance to the reference in data space (--ed; class-conditional, column
   class_ed, where the reference has classes), which is the metric for toy2d's 2-D points;
 - CLIP score (--clip) of images against prompts (a file, or the run's class names).
+
+Runs of SD-family teachers are sampled from prompts (--prompts, image k from prompt k mod their
+number) and decoded by the teacher pipeline's VAE before scoring, so their metrics are on images.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from ..metrics.reference import FeatureCache, ReferenceSet, load_reference
 from ..metrics.scores import inception_score, kernel_distance
 from ..models import Denoiser
 from ..run import MANIFEST, load_model, prepare_output, publish_dir, resolve_run
-from .sample import SampleResult, cycle_labels, sample, save_samples
+from .sample import SampleResult, cycle_labels, sample, sample_prompts, save_samples
 
 METRIC_FLAGS = ("fid", "isc", "kid", "clip", "ed")
 DEFAULT_TEACHER_STEPS = 256
@@ -99,14 +102,31 @@ def plan_sweep(froms: list[str], steps: list[int] | None, teacher_steps: list[in
                 teacher, teacher_manifest, teacher_path = load_model(manifest["teacher"])
             except GdistillError as e:
                 raise GdistillError(f"--teacher-steps: cannot load {run}'s teacher: {e}") from None
-            teachers.setdefault(teacher_path.resolve(), (manifest["teacher"], teacher, teacher_manifest))
+            if teacher_manifest.get("pipeline"):  # a diffusers teacher, at the run's resolution
+                teacher.with_latent_size(model.data_shape[-1])
+            teachers.setdefault(Path(teacher_path).resolve(), (manifest["teacher"], teacher, teacher_manifest))
     sweep = [SweepModel(name, "teacher", model, manifest, teacher_steps or steps or [DEFAULT_TEACHER_STEPS],
                         ["deterministic"]) for name, model, manifest in teachers.values()]
     sweep += models
-    shapes = {tuple(m.model.data_shape) for m in sweep}
+    shapes = {sample_shape(m) for m in sweep}
     if len(shapes) > 1:
         raise GdistillError(f"the runs make samples of different shapes {sorted(shapes)}: evaluate them separately")
     return sweep
+
+
+def is_text_model(entry: SweepModel) -> bool:
+    return bool(entry.manifest.get("pipeline"))
+
+
+def sample_shape(entry: SweepModel) -> tuple[int, ...]:
+    """What is scored: the model's samples, or for SD-family runs the VAE's decoded images."""
+    if not is_text_model(entry):
+        return tuple(entry.model.data_shape)
+    from ..models.latent import pipeline_for
+
+    pipe = pipeline_for(entry.manifest["pipeline"])
+    size = entry.model.data_shape[-1] * pipe.vae_scale_factor
+    return (pipe.vae.config.out_channels, size, size)
 
 
 class Scorer:
@@ -233,18 +253,21 @@ def _class_ed_to_reference(samples, labels, reference: ReferenceSet) -> float:
 
 
 def run_sweep(sweep: list[SweepModel], ws: list[float], scorer: Scorer, n: int, seed: int, device,
-              on_row: Callable[[Row, SampleResult], None]) -> list[Row]:
-    """Sample and score every (model, sampler, steps, w). Every row draws the same labels and the
-    same starting noise (the seed), so differences between rows are the models'."""
+              on_row: Callable[[Row, SampleResult], None], prompts: list[str] | None = None) -> list[Row]:
+    """Sample and score every (model, sampler, steps, w). Every row draws the same labels (or
+    prompts) and the same starting noise (the seed), so differences between rows are the models'."""
     rows = []
     for entry in sweep:
-        labels = cycle_labels(n, entry.model.num_classes)
+        labels = None if is_text_model(entry) else cycle_labels(n, entry.model.num_classes)
         data_range = entry.manifest.get("data_range")
         for sampler in entry.samplers:
             for steps in entry.steps:
                 for w in ws:
-                    result = sample(entry.model, labels, steps, w, sampler, seed,
-                                    tuple(data_range) if data_range else None, device=device)
+                    if labels is None:
+                        result = sample_prompts(entry.model, entry.manifest, prompts, n, steps, w, sampler, seed, device)
+                    else:
+                        result = sample(entry.model, labels, steps, w, sampler, seed,
+                                        tuple(data_range) if data_range else None, device=device)
                     row = Row(entry.label, entry.kind, sampler, steps, w, result.calls_per_image,
                               result.seconds / n, n, seed, scorer.score(result))
                     rows.append(row)
@@ -253,7 +276,8 @@ def run_sweep(sweep: list[SweepModel], ws: list[float], scorer: Scorer, n: int, 
 
 
 def evaluate_into(out: Path, overwrite: bool, sweep: list[SweepModel], ws: list[float], scorer: Scorer, n: int,
-                  seed: int, device, settings: dict, on_row: Callable[[Row], None]) -> list[dict]:
+                  seed: int, device, settings: dict, on_row: Callable[[Row], None],
+                  prompts: list[str] | None = None) -> list[dict]:
     """Run the sweep and write the report folder (see metrics/report.py): built in `.NAME.partial/`
     and renamed into place when complete, like a run. Returns the rows as dicts."""
     from ..metrics.report import write_plots, write_tables
@@ -268,11 +292,12 @@ def evaluate_into(out: Path, overwrite: bool, sweep: list[SweepModel], ws: list[
         first = SampleResult(result.samples[:100], result.labels[:100], result.calls_per_image, result.seconds)
         num_classes = entries[row.run].model.num_classes
         name = f"{Path(row.run).name}-{row.model}-{row.sampler}-{row.steps}steps-w{row.w:g}.png"
+        text = is_text_model(entries[row.run])
         save_samples(first, work / "grids" / name, tuple(data_range) if data_range else None,
-                     num_classes if num_classes <= 16 else None)
+                     num_classes if 0 < num_classes <= 16 else None, prompts=prompts if text else None)
         on_row(row)
 
-    rows = [r.as_dict() for r in run_sweep(sweep, ws, scorer, n, seed, device, save_grid)]
+    rows = [r.as_dict() for r in run_sweep(sweep, ws, scorer, n, seed, device, save_grid, prompts)]
     write_tables(rows, work, settings)
     write_plots(rows, work)
     publish_dir(work, Path(out))

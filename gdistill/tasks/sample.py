@@ -63,6 +63,27 @@ def sample(model: Denoiser, labels: torch.Tensor, steps: int, w: float, sampler:
     return SampleResult(torch.cat(out), labels, steps * calls_per_step(model), seconds)
 
 
+def sample_prompts(model: Denoiser, manifest: dict, prompts: list[str], n: int, steps: int, w: float,
+                   sampler: str = "deterministic", seed: int = 0, device="cpu",
+                   negative_prompt: str | None = None) -> SampleResult:
+    """Images from an SD-family run or teacher: prompt k % len(prompts) for image k, sampled in
+    latent space as `sample` does, decoded by the teacher pipeline's VAE. Returns images in
+    [-1, 1] with the prompt index as the label."""
+    from ..models.latent import SDEncoders
+
+    if negative_prompt is not None and model.w_conditioned:
+        baked = manifest.get("negative_prompt")
+        raise GdistillError("a distilled student has no unconditional branch to steer: its negative prompt is fixed "
+                            f"when it is trained (`gdistill match --negative-prompt`; this one: {baked!r})")
+    encoders = SDEncoders(manifest["pipeline"]).to(device)
+    negative = None if negative_prompt is None else encoders.encode_prompts([negative_prompt])[0]
+    index = torch.arange(n) % len(prompts)
+    conditions = encoders.encode_prompts([prompts[i] for i in index.tolist()])
+    with model.unconditional(negative):
+        latents = sample(model, conditions, steps, w, sampler, seed, device=device)
+    return SampleResult(encoders.decode(latents.samples), index, latents.calls_per_image, latents.seconds)
+
+
 def to_uint8_images(samples: torch.Tensor, data_range=(-1.0, 1.0)) -> np.ndarray:
     """(n, c, h, w) in data_range -> (n, h, w, c) uint8."""
     lo, hi = data_range
@@ -78,6 +99,8 @@ def image_grid(samples: torch.Tensor, columns: int, data_range=(-1.0, 1.0), cell
     n, h, w, c = images.shape
     rows = -(-n // columns)
     scale = max(1, cell // max(h, w))
+    if n == 1 and scale == 1:  # one image at its own size: no frame around it
+        return Image.fromarray(images[0, ..., 0] if c == 1 else images[0])
     pad = 2
     H, W = h * scale, w * scale
     canvas = np.full((rows * (H + pad) + pad, columns * (W + pad) + pad, c), 255, dtype=np.uint8)
@@ -104,8 +127,10 @@ def scatter_plot(points: torch.Tensor, labels: torch.Tensor, size: int = 512, ex
     return image
 
 
-def save_samples(result: SampleResult, path: Path, data_range, columns: int | None = None) -> Path:
-    """.npz: arrays `samples` and `labels`; .png: an image grid (images) or a scatter plot (2-D)."""
+def save_samples(result: SampleResult, path: Path, data_range, columns: int | None = None,
+                 prompts: list[str] | None = None) -> Path:
+    """.npz: arrays `samples` and `labels` (and `prompts`, which labels index, for text models);
+    .png: an image grid (one image alone at full size) or a scatter plot (2-D)."""
     path = Path(path)
     if path.suffix not in (".png", ".npz"):
         raise GdistillError(f"--out {path} must end in .png (an image) or .npz (arrays)")
@@ -115,13 +140,15 @@ def save_samples(result: SampleResult, path: Path, data_range, columns: int | No
         raise GdistillError(f"cannot create {path.parent}: {e.strerror}") from None
     tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
     if path.suffix == ".npz":
-        np.savez(tmp, samples=result.samples.numpy(), labels=result.labels.numpy())
+        extra = {"prompts": np.array(prompts)} if prompts else {}
+        np.savez(tmp, samples=result.samples.numpy(), labels=result.labels.numpy(), **extra)
     else:
         if result.samples.dim() == 2:
             image = scatter_plot(result.samples, result.labels)
         else:
             columns = columns or int(np.ceil(np.sqrt(len(result.samples))))
-            image = image_grid(result.samples, columns, data_range or (-1.0, 1.0))
+            # text-to-image samples stay at their own size; small pixel data are upscaled to be seen
+            image = image_grid(result.samples, columns, data_range or (-1.0, 1.0), cell=0 if prompts else 32)
         image.save(tmp)
     tmp.replace(path)
     return path
