@@ -20,10 +20,10 @@ from safetensors.torch import load_file
 from ..errors import GdistillError
 from ..run import save_safetensors_atomic
 from . import Dataset
+from .captions import CaptionDataset, load_caption_image
 
 if TYPE_CHECKING:
     from ..models.latent import SDEncoders
-from .captions import CaptionDataset, load_caption_image
 
 
 class LatentCaptionData(Dataset):
@@ -34,7 +34,7 @@ class LatentCaptionData(Dataset):
     class_names: list[str] = []
     data_range = None  # latents are not clipped
 
-    def __init__(self, captions: CaptionDataset, encoders: "SDEncoders", cache: str | Path | None = None):
+    def __init__(self, captions: CaptionDataset, encoders: SDEncoders, cache: str | Path | None = None):
         if captions.resolution % encoders.scale_factor:
             raise GdistillError(f"--resolution {captions.resolution} is not a multiple of the VAE's "
                                 f"downsampling factor {encoders.scale_factor}")
