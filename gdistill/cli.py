@@ -307,6 +307,76 @@ def evaluate(
     console.print(f"report written to {out}")
 
 
+def _edit_command(from_run, image, mask, out, prompt, label, strength, steps, w, n, seed, sampler, device, overwrite):
+    """What edit and inpaint share: load the run, read the inputs, run every input, write the results."""
+    from .run import load_model
+    from .tasks.edit import ModelSpace, collect_inputs, edit_one, write_outputs
+
+    if n < 1:
+        raise GdistillError(f"--n must be at least 1, got {n}")
+    if w < 0:
+        raise GdistillError(f"--w must be >= 0 (paper's w; guidance_scale - 1), got {w}")
+    if strength is not None and not 0 <= strength <= 1:
+        raise GdistillError(f"--strength must be in [0, 1], got {strength}")
+    if out.exists() and not overwrite:
+        raise GdistillError(f"{out} already exists: pass --overwrite to replace it, or choose another --out")
+    inputs = collect_inputs(image, mask)
+    model, manifest, _ = load_model(from_run)
+    steps = steps or manifest.get("steps") or 256
+    if steps < 1:
+        raise GdistillError(f"--steps must be at least 1, got {steps}")
+    warn = lambda m: console.print(f"[yellow]warning:[/] {escape(m)}", highlight=False)  # noqa: E731
+    space = ModelSpace(model, manifest, _device(device), warn)
+    space.conditions(1, label, prompt)  # a wrong --label / missing --prompt fails before any work
+    if strength is not None:
+        from .diffusion import snap_strength
+
+        k = snap_strength(strength, steps)
+        console.print(f"strength {strength:g} on the {steps}-step grid: the last {k} step(s) from t0 = {k / steps:g} "
+                      f"({k * (1 if model.w_conditioned else 2)} network calls per image)")
+    else:
+        console.print(f"inpainting by replacement (training-free) in {steps} steps")
+    results = [(item.name, edit_one(space, item, n, steps, w, seed, label, prompt, strength, sampler)) for item in inputs]
+    done = write_outputs(results, out, overwrite)
+    console.print(f"{sum(len(r.samples) for _, r in results)} image(s) -> {done}")
+
+
+# Options shared by edit and inpaint.
+EditFrom = typer.Option(..., "--from", help="A run (student or teacher), pixel or SD-family.")
+EditImage = typer.Option(..., "--image", help="An image file, or a folder of them.")
+EditOut = typer.Option(..., "--out", help="FILE.png (or .npz) for one result; a folder for several.")
+EditPrompt = typer.Option(None, "--prompt", help="SD-family runs: the target prompt.")
+EditLabel = typer.Option(None, "--label", help="Class-conditional runs: the target class.")
+EditSteps = typer.Option(None, "--steps", help="The grid (default: the run's own; 256 for teachers).")
+EditW = typer.Option(1.0, "--w", help="Guidance strength, paper's w (guidance_scale - 1).")
+Variants = typer.Option(1, "--n", help="Variants per input.")
+EditSeed = typer.Option(0, "--seed", help="Noise seed.")
+EditSampler = typer.Option("deterministic", "--sampler", help="deterministic (DDIM) or stochastic.")
+EditDevice = typer.Option("auto", "--device", help="torch device: auto, cpu, cuda.")
+EditOverwrite = typer.Option(False, "--overwrite/--no-overwrite", help="Replace an existing output.")
+
+
+@app.command()
+def edit(from_run: str = EditFrom, image: Path = EditImage, out: Path = EditOut,
+         prompt: Optional[str] = EditPrompt, label: Optional[int] = EditLabel,
+         strength: float = typer.Option(0.5, "--strength", help="How far to noise the input, 0..1; snapped to the run's grid."),
+         steps: Optional[int] = EditSteps, w: float = EditW, n: int = Variants, seed: int = EditSeed,
+         sampler: str = EditSampler, device: str = EditDevice, overwrite: bool = EditOverwrite):
+    """SDEdit: noise the input to the strength's point on the grid and run the remaining steps toward
+    the target prompt or class."""
+    _edit_command(from_run, image, None, out, prompt, label, strength, steps, w, n, seed, sampler, device, overwrite)
+
+
+@app.command()
+def inpaint(from_run: str = EditFrom, image: Path = EditImage,
+            mask: Path = typer.Option(..., "--mask", help="A mask (white = repaint), or a folder of masks named like the images."),
+            out: Path = EditOut, prompt: Optional[str] = EditPrompt, label: Optional[int] = EditLabel,
+            steps: Optional[int] = EditSteps, w: float = EditW, n: int = Variants, seed: int = EditSeed,
+            sampler: str = EditSampler, device: str = EditDevice, overwrite: bool = EditOverwrite):
+    """Fill the masked region: sample from noise, keeping the rest of the input (replacement, for any run)."""
+    _edit_command(from_run, image, mask, out, prompt, label, None, steps, w, n, seed, sampler, device, overwrite)
+
+
 @app.command()
 def export(run: str = typer.Argument(..., help="A student run of an SD-family teacher (from match or halve)."),
            out: Path = typer.Option(..., "--out", help="Diffusers pipeline folder to write."),

@@ -39,3 +39,19 @@ def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
                                    requires_safety_checker=False)
     pipe.save_pretrained(folder / "pipeline")
     return folder / "pipeline"
+
+
+def write_caption_folder(folder: Path, captions: list[str], seed: int = 0, size: tuple[int, int] = (20, 24)) -> Path:
+    """NAME.jpg + NAME.txt pairs: one noisy flat colour per caption (height, width = size)."""
+    import numpy as np
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i, text in enumerate(captions):
+        colour = rng.integers(0, 256, 3)
+        image = np.clip(colour + rng.normal(0, 40, (*size, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(image).save(folder / f"{i}.jpg")
+        (folder / f"{i}.txt").write_text(text)
+    return folder

@@ -19,7 +19,7 @@ from gdistill.run import load_model, read_manifest
 from gdistill.stages.common import training_data
 from gdistill.tasks.sample import sample
 from tests.conftest import run_cli
-from tests.sd_tiny import build_tiny_sd
+from tests.sd_tiny import build_tiny_sd, write_caption_folder
 
 CAPTIONS = ["red fox", "blue sky", "green tree", "snow", "a cat", "yellow sun", "dark sea", "white bird"]
 RESOLUTION = 16  # the tiny VAE halves: 8x8 latents
@@ -30,14 +30,7 @@ def sd(tmp_path_factory):
     """The tiny teacher, 8 image-caption pairs, a stage-1 run and two halving rounds (8 -> 4 -> 2)."""
     root = tmp_path_factory.mktemp("sd-stages")
     teacher = build_tiny_sd(root / "teacher")
-    captions = root / "captions"
-    captions.mkdir()
-    rng = np.random.default_rng(0)
-    for i, text in enumerate(CAPTIONS):
-        colour = rng.integers(0, 256, 3)
-        image = np.clip(colour + rng.normal(0, 40, (20, 24, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(image).save(captions / f"{i}.jpg")
-        (captions / f"{i}.txt").write_text(text)
+    captions = write_caption_folder(root / "captions", CAPTIONS)
     cache = root / "cache"
     assert run_cli("match", "--teacher", teacher, "--data", captions, "--resolution", RESOLUTION, "--w-max", 4,
                    "--train-steps", 150, "--batch-size", 8, "--lr", 1e-4, "--cache", cache,

@@ -5,6 +5,7 @@ they broadcast over the remaining dimensions of z.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -151,6 +152,19 @@ def weighted_x_loss(x_pred, x_target, log_snr, weighting: str):
     """mean over the batch of weight(l_t) * mean over dimensions of (x_pred - x_target)^2."""
     per_example = (x_pred - x_target).pow(2).flatten(1).mean(1)
     return (loss_weight(log_snr.to(per_example.dtype), weighting) * per_example).mean()
+
+
+def keep_known(z_s, x_known, mask, a_s, s_s, noise):
+    """Inpainting by replacement: z_s <- m z_s + (1 - m)(a_s x + s_s n). Where m = 0 (keep) the
+    sample follows the input diffused to the current time; at s = 0 it is the input itself."""
+    return mask * z_s + (1 - mask) * diffuse(x_known, noise, a_s, s_s)
+
+
+def snap_strength(strength: float, steps: int) -> int:
+    """SDEdit's strength on an N-step grid: the number of steps k = floor(strength N + 1/2) (the
+    nearest, halves up) that are run, starting from the input diffused to t = k / N (0: the
+    input, N: sampling from noise)."""
+    return int(min(max(math.floor(strength * steps + 0.5), 0), steps))
 
 
 def sampling_grid(steps: int) -> list[float]:

@@ -44,7 +44,8 @@ class DigitsNet(nn.Module):
         return self.head(self.body(x))
 
 
-def _split(seed: int = 0):
+def classifier_split(seed: int = 0):
+    """(x, labels, train index, held-out index): the fixed 75 / 25 % split the classifier was trained on."""
     from sklearn.model_selection import train_test_split
 
     from ..data import digits
@@ -57,7 +58,7 @@ def _split(seed: int = 0):
 
 def train_digits_net(seed: int = 0, epochs: int = 40, batch: int = 64, lr: float = 1e-3) -> tuple[DigitsNet, float]:
     """Train on the 75 % split with Adam and small random shifts; returns (net, held-out accuracy)."""
-    x, labels, train, test = _split(seed)
+    x, labels, train, test = classifier_split(seed)
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     net = DigitsNet()

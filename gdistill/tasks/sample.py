@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..diffusion import ddim_step_t, sampling_grid, stochastic_step
+from ..diffusion import alpha_sigma_like, ddim_step_t, diffuse, keep_known, sampling_grid, stochastic_step
 from ..errors import GdistillError
 from ..models import Denoiser, calls_per_step, denoise_fn
 
@@ -30,37 +30,68 @@ def cycle_labels(n: int, num_classes: int, label: int | None = None) -> torch.Te
     return torch.arange(n) % num_classes
 
 
+@dataclass
+class Guide:
+    """Sampling that starts from, or keeps part of, an input (edit, inpaint).
+
+    x: the inputs in the model's data space, one per sample.
+    first_step: where on the N-step grid to start: 0 = from noise at t = 1; N - k = run the last k
+        steps from the input diffused to t = k / N (SDEdit; see snap_strength).
+    mask: 1 where to generate, 0 where to keep the input, shaped (n, 1, ...) like x; None = no
+        mask. After every step the kept region is replaced by the input diffused to the new time
+        (keep_known), and after the last one by the input itself."""
+
+    x: torch.Tensor
+    first_step: int = 0
+    mask: torch.Tensor | None = None
+
+
 @torch.no_grad()
 def sample(model: Denoiser, labels: torch.Tensor, steps: int, w: float, sampler: str = "deterministic",
            seed: int = 0, data_range: tuple[float, float] | None = None, batch_size: int = 256,
-           device: str | torch.device = "cpu") -> SampleResult:
+           device: str | torch.device = "cpu", guide: Guide | None = None) -> SampleResult:
     """Draw one sample per label. Noise comes from a CPU generator seeded with `seed`, so the same seed
-    gives the same images on any device and for teacher and student alike."""
+    gives the same images on any device and for teacher and student alike (and an edit at full
+    strength is the plain sample)."""
     if sampler not in SAMPLERS:
         raise GdistillError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
     generator = torch.Generator().manual_seed(seed)
     model = model.to(device)
+    first = guide.first_step if guide is not None else 0
+    grid = sampling_grid(steps)[first:]
     start = time.perf_counter()
     out = []
-    for chunk in labels.split(batch_size):
-        shape = (len(chunk), *model.data_shape)
+    for offset in range(0, len(labels), batch_size):
+        c = labels[offset:offset + batch_size].to(device)
+        shape = (len(c), *(guide.x.shape[1:] if guide is not None else model.data_shape))
         z = torch.randn(shape, generator=generator).to(device)
         noises = [torch.randn(shape, generator=generator).to(device) for _ in range(steps)] \
             if sampler == "stochastic" else None
-        c = chunk.to(device)
+        if guide is not None:
+            x_in = guide.x[offset:offset + len(c)].to(device)
+            mask = None if guide.mask is None else guide.mask[offset:offset + len(c)].to(device)
+            known_noises = [torch.randn(shape, generator=generator).to(device) for _ in grid] if mask is not None else None
+            if first > 0:  # SDEdit: the input diffused to the first time (the noise z drawn as for sampling)
+                t0 = torch.full((len(c),), grid[0], device=device) if grid else torch.zeros(len(c), device=device)
+                z = diffuse(x_in, z, *alpha_sigma_like(model.schedule, t0, z))
+            if not grid:  # strength 0: nothing to run
+                z = x_in
         predict = denoise_fn(model, c, torch.full((len(c),), float(w), device=device))
-        for i, t_value in enumerate(sampling_grid(steps)):
+        for i, t_value in enumerate(grid):
             t = torch.full((len(c),), t_value, device=device)
             x = predict(z, t)
             if data_range is not None:  # clip x to the data range at sampling time (pixel space)
                 x = x.clamp(*data_range)
+            s = (t - 1.0 / steps).clamp_min(0)
             if sampler == "stochastic":
-                z = stochastic_step(model.schedule, z, x, t, 1.0 / steps, noises[i])
+                z = stochastic_step(model.schedule, z, x, t, 1.0 / steps, noises[first + i])
             else:
-                z = ddim_step_t(model.schedule, z, x, t, (t - 1.0 / steps).clamp_min(0))
+                z = ddim_step_t(model.schedule, z, x, t, s)
+            if guide is not None and mask is not None:
+                z = keep_known(z, x_in, mask, *alpha_sigma_like(model.schedule, s, z), known_noises[i])
         out.append(z.cpu())
     seconds = time.perf_counter() - start
-    return SampleResult(torch.cat(out), labels, steps * calls_per_step(model), seconds)
+    return SampleResult(torch.cat(out), labels, len(grid) * calls_per_step(model), seconds)
 
 
 def sample_prompts(model: Denoiser, manifest: dict, prompts: list[str], n: int, steps: int, w: float,
