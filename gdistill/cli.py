@@ -310,7 +310,7 @@ def evaluate(
 def _edit_command(from_run, image, mask, out, prompt, label, strength, steps, w, n, seed, sampler, device, overwrite):
     """What edit and inpaint share: load the run, read the inputs, run every input, write the results."""
     from .run import load_model
-    from .tasks.edit import ModelSpace, collect_inputs, edit_one, write_outputs
+    from .tasks.edit import ModelSpace, check_output, collect_inputs, edit_one, write_outputs
 
     if n < 1:
         raise GdistillError(f"--n must be at least 1, got {n}")
@@ -318,9 +318,8 @@ def _edit_command(from_run, image, mask, out, prompt, label, strength, steps, w,
         raise GdistillError(f"--w must be >= 0 (paper's w; guidance_scale - 1), got {w}")
     if strength is not None and not 0 <= strength <= 1:
         raise GdistillError(f"--strength must be in [0, 1], got {strength}")
-    if out.exists() and not overwrite:
-        raise GdistillError(f"{out} already exists: pass --overwrite to replace it, or choose another --out")
     inputs = collect_inputs(image, mask)
+    check_output(out, len(inputs) == 1 and n == 1, overwrite)
     model, manifest, _ = load_model(from_run)
     steps = steps or manifest.get("steps") or 256
     if steps < 1:
@@ -328,7 +327,11 @@ def _edit_command(from_run, image, mask, out, prompt, label, strength, steps, w,
     warn = lambda m: console.print(f"[yellow]warning:[/] {escape(m)}", highlight=False)  # noqa: E731
     space = ModelSpace(model, manifest, _device(device), warn)
     space.conditions(1, label, prompt)  # a wrong --label / missing --prompt fails before any work
-    if strength is not None:
+    if space.inpainting_model and strength is not None:
+        raise GdistillError("this run is an inpainting model: it takes an image and a mask; use `gdistill inpaint`")
+    if space.inpainting_model:
+        console.print(f"inpainting with the inpainting model (mask and masked image are its input) in {steps} steps")
+    elif strength is not None:
         from .diffusion import snap_strength
 
         k = snap_strength(strength, steps)

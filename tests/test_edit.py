@@ -163,3 +163,60 @@ def test_latent_edit_and_inpaint(sd_student, tmp_path, cli):
     keep = np.asarray(Image.open(sd_student / "mask.png"))[:14, :16] < 128
     assert filled.shape == (14, 16, 3) and np.array_equal(filled[keep], source[keep])
     assert not np.array_equal(filled[~keep], source[~keep])
+
+
+def test_training_masks_are_seeded_and_follow_sds_recipe():
+    from gdistill.data.masks import training_masks
+
+    masks = training_masks(400, 16, 16, torch.Generator().manual_seed(0))
+    again = training_masks(400, 16, 16, torch.Generator().manual_seed(0))
+    assert torch.equal(masks, again) and set(masks.unique().tolist()) <= {0.0, 1.0}
+    whole = (masks.flatten(1).mean(1) == 1).float().mean().item()
+    assert 0.18 < whole < 0.32  # a quarter repaint everything
+    partial = masks.flatten(1).mean(1)
+    assert ((partial > 0) & (partial < 1)).float().mean() > 0.6  # the rest: rectangles and strokes
+
+
+def test_inpainting_teacher_matches_diffusers_and_distils_into_an_inpainting_student(tmp_path, cli):
+    """SD's 9-channel inpainting UNet as a teacher: gdistill's guided DDIM on its packed condition
+    (text, latent mask, masked-image latents) gives diffusers' StableDiffusionInpaintPipeline
+    latents; match and a halving round run on it; `inpaint` then uses the student's own mask input
+    and keeps the known pixels exactly."""
+    from diffusers import DDIMScheduler
+
+    from gdistill.models.latent import SDEncoders, load_sd_pipeline
+
+    teacher_dir = build_tiny_sd(tmp_path / "inpainting", inpainting=True)
+    teacher, manifest, _ = load_model(teacher_dir)
+    assert teacher.inpainting and teacher.data_shape == (4, 8, 8)
+    encoders = SDEncoders(manifest["pipeline"])
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, 16, 16, generator=g) * 2 - 1
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[..., 4:12, 6:16] = 1
+    text = encoders.encode_prompts(["a green sofa"])
+    ours = sample(teacher, encoders.inpaint_condition(text, image, mask), 4, 2.0, seed=7).samples
+    pipe = load_sd_pipeline(str(teacher_dir))
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing", set_alpha_to_one=True)
+    theirs = pipe(prompt_embeds=text, negative_prompt_embeds=teacher.null_embedding[None], image=(image + 1) / 2,
+                  mask_image=mask, masked_image_latents=encoders.encode_images(image * (mask < 0.5)),
+                  latents=torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(7)), height=16, width=16,
+                  num_inference_steps=4, guidance_scale=3.0, output_type="latent").images
+    assert torch.allclose(ours, theirs, atol=1e-4), (ours - theirs).abs().max()
+
+    pairs = write_caption_folder(tmp_path / "pairs", [f"room {i}" for i in range(4)], size=(16, 16))
+    assert run_cli("match", "--teacher", teacher_dir, "--data", pairs, "--resolution", 16, "--train-steps", 3,
+                   "--batch-size", 2, "--out", tmp_path / "stage1") == (0,)
+    assert run_cli("halve", "--from", tmp_path / "stage1", "--rounds", 1, "--start-steps", 4, "--train-steps", 2,
+                   "--batch-size", 2, "--out", tmp_path / "pd") == (0,)
+    photo = ((image[0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()
+    Image.fromarray(photo).save(tmp_path / "room.png")
+    Image.fromarray((mask[0, 0].numpy() * 255).astype(np.uint8)).save(tmp_path / "mask.png")
+    code, _, err = cli("inpaint", "--from", tmp_path / "pd" / "round-1", "--image", tmp_path / "room.png",
+                       "--mask", tmp_path / "mask.png", "--prompt", "a green sofa", "--out", tmp_path / "filled.png")
+    assert code == 0 and "inpainting model" in err and "2 steps" in err, err
+    filled, keep = np.asarray(Image.open(tmp_path / "filled.png")), mask[0, 0].numpy() == 0
+    assert np.array_equal(filled[keep], photo[keep]) and not np.array_equal(filled[~keep], photo[~keep])
+    code, _, err = cli("edit", "--from", tmp_path / "pd" / "round-1", "--image", tmp_path / "room.png",
+                       "--prompt", "a sofa", "--out", tmp_path / "edited.png")
+    assert code == 2 and "use `gdistill inpaint`" in err

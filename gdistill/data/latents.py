@@ -56,7 +56,10 @@ class LatentCaptionData(Dataset):
         return self
 
     def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        pairs = self.captions.draw(size, generator)
+        return self.encode_pairs(self.captions.draw(size, generator))
+
+    def encode_pairs(self, pairs: list[tuple[bytes, str]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(latents, text embeddings) of drawn pairs, from the cache where it has them."""
         entries: list[dict | None] = [self._cached(pair) for pair in pairs]
         todo = [i for i, entry in enumerate(entries) if entry is None]
         if todo:
@@ -97,3 +100,21 @@ class LatentCaptionData(Dataset):
         path = self._path(pair)
         path.parent.mkdir(exist_ok=True)
         save_safetensors_atomic(entry, path)
+
+
+class InpaintingCaptionData(LatentCaptionData):
+    """For inpainting teachers (SD's 9-channel UNet): every drawn image also gets a training mask
+    (data/masks.py: rectangles and brush strokes, sometimes the whole image, as SD's inpainting
+    model was trained), and the condition packs the text with the mask and the masked image's
+    latents (SDEncoders.inpaint_condition), for teacher and student alike. The masked image is
+    encoded afresh every batch (its mask is random), so --cache saves only the target latents and
+    the text."""
+
+    def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        from .masks import training_masks
+
+        pairs = self.captions.draw(size, generator)
+        latents, texts = self.encode_pairs(pairs)
+        images = torch.stack([load_caption_image(image, self.captions.resolution) for image, _ in pairs])
+        masks = training_masks(size, self.captions.resolution, self.captions.resolution, generator)
+        return latents, self.encoders.inpaint_condition(texts, images, masks).float()

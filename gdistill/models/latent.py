@@ -107,9 +107,11 @@ def load_pipeline_teacher(teacher: str, revision: str | None = None, variant: st
     for a run: the manifest names the pipeline instead of holding weights."""
     record = pipeline_record(teacher, revision, variant)
     pipe = pipeline_for(record)
-    if pipe.unet.config.in_channels != pipe.vae.config.latent_channels:
+    latent = pipe.vae.config.latent_channels
+    if pipe.unet.config.in_channels not in (latent, 2 * latent + 1):
         raise GdistillError(f"--teacher {teacher}'s UNet takes {pipe.unet.config.in_channels} input channels, its "
-                            f"VAE makes {pipe.vae.config.latent_channels} (an inpainting model?): pass a text-to-image teacher")
+                            f"VAE makes {latent}: gdistill distills text-to-image ({latent}) and inpainting "
+                            f"({2 * latent + 1}: latents, mask, masked-image latents) UNets")
     model = LatentUNetDenoiser.from_pipeline(pipe).eval().requires_grad_(False)
     # Runs name their parent by the weights' sha256; a pipeline is named by its record instead
     # (hashing gigabytes of weights on every start would cost more than it tells).
@@ -123,6 +125,21 @@ def load_pipeline_teacher(teacher: str, revision: str | None = None, variant: st
 def _first_line(error: Exception) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else error.__class__.__name__
+
+
+def pack_inpaint_condition(text: torch.Tensor, mask: torch.Tensor, masked_latents: torch.Tensor) -> torch.Tensor:
+    """An inpainting model's condition as one (B, L) tensor: the text embedding (B, T, D), then the
+    latent-size mask (B, 1, h, w) and the masked image's latents (B, C, h, w), flattened. One tensor
+    because every sampler, guidance batch and training loop handles the condition as one (split,
+    concatenated, moved); the model unpacks it (unpack_inpaint_condition)."""
+    return torch.cat([text.flatten(1), mask.flatten(1).to(text.dtype), masked_latents.flatten(1).to(text.dtype)], 1)
+
+
+def unpack_inpaint_condition(condition: torch.Tensor, text_shape: tuple[int, int], latent_hw) -> tuple[torch.Tensor, torch.Tensor]:
+    """(text (B, T, D), mask and masked latents as UNet input channels (B, 1 + C, h, w))."""
+    n = text_shape[0] * text_shape[1]
+    text = condition[:, :n].reshape(len(condition), *text_shape)
+    return text, condition[:, n:].reshape(len(condition), -1, *latent_hw)
 
 
 class SDEncoders:
@@ -174,6 +191,15 @@ class SDEncoders:
         return (posterior.mean * vae.config.scaling_factor).float()
 
     @torch.no_grad()
+    def inpaint_condition(self, texts: torch.Tensor, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """An inpainting UNet's condition, prepared as diffusers' inpainting pipeline does: the mask
+        (1 = repaint) resized (nearest) to the latents, and the latents of the image with the
+        masked region blanked (image * (mask < 0.5), here at 0 = mid grey), packed with the text."""
+        masked_latents = self.encode_images(images * (masks < 0.5))
+        small = torch.nn.functional.interpolate(masks.float(), size=masked_latents.shape[-2:])
+        return pack_inpaint_condition(texts.to(self.device), small.to(self.device), masked_latents)
+
+    @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1], (n, 3, H, W), on the CPU."""
         vae = self.pipe.vae
@@ -187,8 +213,9 @@ class LatentUNetDenoiser(Denoiser):
     SD's discrete schedule. The condition is a batch of text embeddings (B, tokens, dim); the
     unconditional input is the empty prompt's embedding (or a negative prompt's), kept as a buffer
     so it travels with the weights. A w-conditioned model gets w through `timestep_cond` (diffusers'
-    hook), embedded as the stock pipeline does. The run's config holds the UNet's diffusers config,
-    so build_denoiser rebuilds it."""
+    hook), embedded as the stock pipeline does. An inpainting UNet (9 input channels) also reads the
+    mask and the masked image's latents, packed into the condition (pack_inpaint_condition). The
+    run's config holds the UNet's diffusers config, so build_denoiser rebuilds it."""
 
     kind = "sd-unet"
     w_parameters = ("unet.time_embedding.cond_proj.",)
@@ -228,7 +255,12 @@ class LatentUNetDenoiser(Denoiser):
     @property
     def data_shape(self):
         size = self.config.get("latent_size") or self.unet.config.sample_size
-        return (self.unet.config.in_channels, size, size)
+        return (self.unet.config.out_channels, size, size)
+
+    @property
+    def inpainting(self) -> bool:
+        """SD's inpainting UNets also read the mask and the masked image's latents (9 channels)."""
+        return self.unet.config.in_channels != self.unet.config.out_channels
 
     def with_latent_size(self, size: int) -> LatentUNetDenoiser:
         """Train and sample at another resolution (the UNet is convolutional; SD 1.5 was trained
@@ -237,7 +269,11 @@ class LatentUNetDenoiser(Denoiser):
         return self
 
     def null_condition(self, condition):
-        return self.null_embedding.to(condition.dtype).expand(len(condition), *self.null_embedding.shape)
+        null = self.null_embedding.to(condition.dtype).expand(len(condition), *self.null_embedding.shape)
+        if not self.inpainting:
+            return null
+        # the unconditional branch keeps the mask and the masked image: only the text is dropped
+        return torch.cat([null.flatten(1), condition[:, self.null_embedding.numel():]], 1)
 
     @contextlib.contextmanager
     def unconditional(self, embedding: torch.Tensor | None):
@@ -261,7 +297,12 @@ class LatentUNetDenoiser(Denoiser):
     def network_output(self, z, model_t, condition, w):
         dtype = self.unet.dtype
         timestep_cond = None if w is None else guidance_scale_embedding(w, self.unet.config.time_cond_proj_dim).to(z.device, dtype)
-        out = self.unet(z.to(dtype), model_t, encoder_hidden_states=condition.to(dtype), timestep_cond=timestep_cond).sample
+        if self.inpainting:
+            text, image = unpack_inpaint_condition(condition, tuple(self.null_embedding.shape), z.shape[-2:])
+            z_in, condition = torch.cat([z, image], 1), text
+        else:
+            z_in = z
+        out = self.unet(z_in.to(dtype), model_t, encoder_hidden_states=condition.to(dtype), timestep_cond=timestep_cond).sample
         return out.to(z.dtype)
 
     # --- training options ---------------------------------------------------------------------

@@ -30,7 +30,7 @@ def training_data(data: str | None, manifest: dict, cache: str | None = None,
             raise GdistillError("--cache holds VAE latents and text embeddings for SD-family teachers; leave it out here")
         return load_dataset(data) if data else load_dataset(manifest["dataset"])
     from ..data.captions import CaptionDataset
-    from ..data.latents import LatentCaptionData
+    from ..data.latents import InpaintingCaptionData, LatentCaptionData
     from ..models.latent import SDEncoders
 
     recorded = manifest.get("dataset") or {}
@@ -41,7 +41,9 @@ def training_data(data: str | None, manifest: dict, cache: str | None = None,
     encoders = SDEncoders(manifest["pipeline"])
     resolution = resolution or recorded.get("resolution") or \
         encoders.pipe.unet.config.sample_size * encoders.scale_factor  # the UNet's native size
-    return LatentCaptionData(CaptionDataset(source, resolution), encoders, cache)
+    unet = manifest["model"]["unet"]
+    kind = InpaintingCaptionData if unet["in_channels"] != unet["out_channels"] else LatentCaptionData
+    return kind(CaptionDataset(source, resolution), encoders, cache)
 
 
 def prepare_student(student: Denoiser, config) -> Denoiser:

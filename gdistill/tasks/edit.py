@@ -5,7 +5,11 @@ to t0 = k / N on the student's N-step grid, k = round(strength N) (halves up), a
 target condition and w: k calls of a student (2k of a guided teacher). Strength 0 returns the input
 (after the VAE's round trip in latent space), strength 1 is sampling from noise with the same seed.
 
-inpaint, training-free ("replacement", for every run): sampling from noise, and after every step
+inpaint with an inpainting model (a student of SD's 9-channel inpainting UNet): the mask and the
+masked image's latents are the model's input, as in diffusers' inpainting pipeline; sampling starts
+from noise; the kept pixels are pasted back after decoding.
+
+inpaint, training-free ("replacement", for every other run): sampling from noise, and after every step
 the region to keep is replaced by the input diffused to the new time; after the last step it is the
 input itself. In latent space the mask is max-pooled to the latent grid (a latent is regenerated
 when any pixel under it is to be repainted) and, after decoding, the kept pixels are pasted back
@@ -128,6 +132,7 @@ class ModelSpace:
 
             self.encoders = SDEncoders(manifest["pipeline"]).to(device)
         self.channels = 3 if self.encoders is not None else model.data_shape[0]
+        self.inpainting_model = bool(getattr(model, "inpainting", False))
 
     def prepare(self, item: EditInput) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(image in [-1, 1] at the size it is worked on, mask of the same size or None)."""
@@ -176,12 +181,15 @@ class ModelSpace:
 
 def edit_one(space: ModelSpace, item: EditInput, n: int, steps: int, w: float, seed: int, label, prompt,
              strength: float | None, sampler: str) -> SampleResult:
-    """n results for one input: SDEdit at `strength`, or (strength None) inpainting by replacement.
-    Returned samples are images in [-1, 1]."""
+    """n results for one input: SDEdit at `strength`, or (strength None) inpainting, by replacement
+    or through an inpainting model's own mask input. Returned samples are images in [-1, 1]."""
     image, mask = space.prepare(item)
     x, data_mask = space.to_data(image, mask)
     conditions = space.conditions(n, label, prompt)
     first = 0 if strength is None else steps - snap_strength(strength, steps)
+    if space.inpainting_model:  # the model itself reads the mask and the masked image: no replacement
+        conditions = space.encoders.inpaint_condition(conditions, image.expand(n, *image.shape), mask.expand(n, *mask.shape))
+        data_mask = None
     guide = Guide(x.expand(n, *x.shape), first, None if data_mask is None else data_mask.expand(n, *data_mask.shape))
     data_range = space.manifest.get("data_range")
     result = sample(space.model, conditions, steps, w, sampler, seed, tuple(data_range) if data_range else None,
@@ -192,15 +200,23 @@ def edit_one(space: ModelSpace, item: EditInput, n: int, steps: int, w: float, s
     return SampleResult(images, result.labels, result.calls_per_image, result.seconds)
 
 
+def check_output(out: Path, single: bool, overwrite: bool) -> None:
+    """One result goes to FILE.png / .npz, several to a folder; checked before any work."""
+    if single and out.suffix not in (".png", ".npz"):
+        raise GdistillError(f"--out {out} must end in .png or .npz for one result (a folder for several)")
+    if not single and out.suffix.lower() in (".png", ".npz"):
+        raise GdistillError(f"--out {out}: several results (a folder of inputs or --n > 1) go into a folder; "
+                            "pass a folder name, not a file name")
+    if out.exists() and not overwrite:
+        raise GdistillError(f"{out} already exists: pass --overwrite to replace it, or choose another --out")
+
+
 def write_outputs(results: list[tuple[str, SampleResult]], out: Path, overwrite: bool) -> Path:
     """One input and one result: `out` is FILE.png (or .npz). Otherwise `out` is a folder of
     NAME.png (NAME-K.png for several variants), written whole or not at all."""
     single = len(results) == 1 and len(results[0][1].samples) == 1
+    check_output(out, single, overwrite)
     if single:
-        if out.suffix not in (".png", ".npz"):
-            raise GdistillError(f"--out {out} must end in .png or .npz for one result (a folder for several)")
-        if out.exists() and not overwrite:
-            raise GdistillError(f"{out} already exists: pass --overwrite to replace it, or choose another --out")
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.tmp{out.suffix}")
         samples = results[0][1].samples
@@ -210,9 +226,6 @@ def write_outputs(results: list[tuple[str, SampleResult]], out: Path, overwrite:
             _pil(to_uint8_images(samples)[0]).save(tmp)
         tmp.replace(out)
         return out
-    if out.suffix.lower() in (".png", ".npz"):
-        raise GdistillError(f"--out {out}: several results (a folder of inputs or --n > 1) go into a folder; "
-                            "pass a folder name, not a file name")
     work = prepare_output(out, overwrite)
     shutil.rmtree(work)
     work.mkdir()

@@ -108,6 +108,9 @@ def plan_sweep(froms: list[str], steps: list[int] | None, teacher_steps: list[in
     sweep = [SweepModel(name, "teacher", model, manifest, teacher_steps or steps or [DEFAULT_TEACHER_STEPS],
                         ["deterministic"]) for name, model, manifest in teachers.values()]
     sweep += models
+    if any(getattr(m.model, "inpainting", False) for m in sweep):
+        raise GdistillError("eval samples from prompts alone, and an inpainting model also needs images and masks: "
+                            "score it with your own `gdistill inpaint` outputs")
     shapes = {sample_shape(m) for m in sweep}
     if len(shapes) > 1:
         raise GdistillError(f"the runs make samples of different shapes {sorted(shapes)}: evaluate them separately")

@@ -37,6 +37,9 @@ def export(run_arg: str, out: Path, overwrite: bool = False) -> Path:
                             "for students of SD-family teachers (`gdistill match --teacher sd15 ...`)")
     if not model.w_conditioned:
         raise GdistillError(f"{run} is a guided teacher, not a student: export a run of `gdistill match` or `gdistill halve`")
+    if model.inpainting:
+        raise GdistillError(f"{run} is an inpainting student: export writes text-to-image pipelines only for now; "
+                            "use it with `gdistill inpaint`")
     steps = manifest.get("steps")
     if steps and 1000 % steps:
         raise GdistillError(f"{run} samples in {steps} steps; diffusers' DDIM steps back by 1000 // N, which keeps to "

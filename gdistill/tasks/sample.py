@@ -34,7 +34,7 @@ def cycle_labels(n: int, num_classes: int, label: int | None = None) -> torch.Te
 class Guide:
     """Sampling that starts from, or keeps part of, an input (edit, inpaint).
 
-    x: the inputs in the model's data space, one per sample.
+    x: the inputs in the model's data space, one per sample (their shape is the samples').
     first_step: where on the N-step grid to start: 0 = from noise at t = 1; N - k = run the last k
         steps from the input diffused to t = k / N (SDEdit; see snap_strength).
     mask: 1 where to generate, 0 where to keep the input, shaped (n, 1, ...) like x; None = no
@@ -102,6 +102,8 @@ def sample_prompts(model: Denoiser, manifest: dict, prompts: list[str], n: int, 
     [-1, 1] with the prompt index as the label."""
     from ..models.latent import SDEncoders
 
+    if getattr(model, "inpainting", False):
+        raise GdistillError("this is an inpainting model: it needs an image and a mask; use `gdistill inpaint`")
     if negative_prompt is not None and model.w_conditioned:
         baked = manifest.get("negative_prompt")
         raise GdistillError("a distilled student has no unconditional branch to steer: its negative prompt is fixed "
