@@ -36,6 +36,7 @@ ConfigFile = typer.Option(None, "--config", help="YAML file of option: value; th
 Overwrite = typer.Option(None, "--overwrite/--no-overwrite", help="Replace an existing output run.")
 LogEvery = typer.Option(None, "--log-every", help="Steps between log lines in RUN/log.jsonl.")
 CheckpointEvery = typer.Option(None, "--checkpoint-every", help="Steps between resume checkpoints.")
+GradientAccumulation = typer.Option(None, "--gradient-accumulation", help="Micro-batches per optimizer step (--batch-size stays the global batch).")
 MixedPrecision = typer.Option(None, "--mixed-precision", help="Autocast the student's forward: no (default), bf16, fp16 (GPU only).")
 GradientCheckpointing = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing",
                                      help="Recompute activations in the backward pass: less memory, slower steps.")
@@ -84,7 +85,7 @@ def teach(dataset: str = typer.Option(None, "--dataset", help="toy2d, digits, or
           lr: Optional[float] = Lr, ema_decay: Optional[float] = EmaDecay,
           weighting: Optional[str] = Weighting, seed: Optional[int] = Seed,
           log_every: Optional[int] = LogEvery, checkpoint_every: Optional[int] = CheckpointEvery,
-          mixed_precision: Optional[str] = MixedPrecision,
+          mixed_precision: Optional[str] = MixedPrecision, gradient_accumulation: Optional[int] = GradientAccumulation,
           overwrite: Optional[bool] = Overwrite, config: Optional[Path] = ConfigFile):
     """Train a classifier-free-guided teacher on a dataset."""
     from .stages.teach import teach as run_teach
@@ -93,7 +94,7 @@ def teach(dataset: str = typer.Option(None, "--dataset", help="toy2d, digits, or
         dataset=dataset, out=str(out), image_size=image_size, parameterization=parameterization,
         p_uncond=p_uncond, train_steps=train_steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay,
         weighting=weighting, seed=seed, log_every=log_every, checkpoint_every=checkpoint_every,
-        mixed_precision=mixed_precision, overwrite=overwrite))
+        mixed_precision=mixed_precision, gradient_accumulation=gradient_accumulation, overwrite=overwrite))
     done = run_teach(cfg)
     console.print(f"teacher written to {done}")
 
@@ -110,6 +111,7 @@ def match(teacher: str = typer.Option(None, "--teacher", help="A teacher run, a 
           negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="SD teachers: guide away from this prompt instead of the empty one; the student bakes it in."),
           cache: Optional[str] = Cache, lora_rank: Optional[int] = LoraRank,
           gradient_checkpointing: Optional[bool] = GradientCheckpointing, mixed_precision: Optional[str] = MixedPrecision,
+          gradient_accumulation: Optional[int] = GradientAccumulation,
           train_steps: Optional[int] = TrainSteps, batch_size: Optional[int] = BatchSize,
           lr: Optional[float] = Lr, ema_decay: Optional[float] = EmaDecay,
           weighting: Optional[str] = Weighting, seed: Optional[int] = Seed,
@@ -121,7 +123,8 @@ def match(teacher: str = typer.Option(None, "--teacher", help="A teacher run, a 
     cfg = build_config(MatchConfig, config, dict(
         teacher=teacher, out=str(out), data=data, w_min=w_min, w_max=w_max, resolution=resolution,
         revision=revision, variant=variant, negative_prompt=negative_prompt, cache=cache, lora_rank=lora_rank,
-        gradient_checkpointing=gradient_checkpointing, mixed_precision=mixed_precision, train_steps=train_steps,
+        gradient_checkpointing=gradient_checkpointing, mixed_precision=mixed_precision,
+        gradient_accumulation=gradient_accumulation, train_steps=train_steps,
         batch_size=batch_size, lr=lr, ema_decay=ema_decay, weighting=weighting, seed=seed,
         log_every=log_every, checkpoint_every=checkpoint_every, overwrite=overwrite))
     done = run_match(cfg)
@@ -136,6 +139,7 @@ def halve(from_run: str = typer.Option(None, "--from", help="A stage-1 run or a 
           data: Optional[str] = typer.Option(None, "--data", help="Training data (default: the run's)."),
           cache: Optional[str] = Cache, lora_rank: Optional[int] = LoraRank,
           gradient_checkpointing: Optional[bool] = GradientCheckpointing, mixed_precision: Optional[str] = MixedPrecision,
+          gradient_accumulation: Optional[int] = GradientAccumulation,
           train_steps: Optional[int] = TrainSteps, batch_size: Optional[int] = BatchSize,
           lr: Optional[float] = Lr, ema_decay: Optional[float] = EmaDecay,
           weighting: Optional[str] = Weighting, seed: Optional[int] = Seed,
@@ -147,6 +151,7 @@ def halve(from_run: str = typer.Option(None, "--from", help="A stage-1 run or a 
     cfg = build_config(HalveConfig, config, dict(
         from_run=from_run, out=str(out), rounds=rounds, start_steps=start_steps, data=data, cache=cache,
         lora_rank=lora_rank, gradient_checkpointing=gradient_checkpointing, mixed_precision=mixed_precision,
+        gradient_accumulation=gradient_accumulation,
         train_steps=train_steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, weighting=weighting,
         seed=seed, log_every=log_every, checkpoint_every=checkpoint_every, overwrite=overwrite))
     if not cfg.from_run:

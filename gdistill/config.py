@@ -29,6 +29,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     overwrite: bool = False
     mixed_precision: str = "no"  # accelerate's autocast: no, fp16 (GPU), bf16
+    gradient_accumulation: int = 1  # loss evaluations per optimizer step; --batch-size stays the global batch
 
 
 @dataclass
@@ -166,6 +167,7 @@ def validate(c) -> None:
     _require(0 <= c.ema_decay < 1, f"--ema-decay must be in [0, 1), got {c.ema_decay}")
     _require(c.weighting in LOSS_WEIGHTINGS, f"--weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, got {c.weighting!r}")
     _require(c.log_every >= 1 and c.checkpoint_every >= 1, "--log-every and --checkpoint-every must be at least 1")
+    _require(c.gradient_accumulation >= 1, f"--gradient-accumulation must be at least 1, got {c.gradient_accumulation}")
     _require(c.mixed_precision in MIXED_PRECISION, f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, got {c.mixed_precision!r}")
     if isinstance(c, TeachConfig):
         _require(c.parameterization in PARAMETERIZATIONS, f"--parameterization must be one of {', '.join(PARAMETERIZATIONS)}, got {c.parameterization!r}")

@@ -7,6 +7,7 @@ a run is reproducible from its seed and resumes where it stopped.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -39,6 +40,16 @@ class LoopSettings:
     lr_decay: bool = False  # linear decay to 0 within the run (progressive distillation rounds)
     warmup: int = 0
     mixed_precision: str = "no"  # accelerate's: no, fp16, bf16
+    accumulation: int = 1  # loss evaluations (micro-batches) per optimizer step
+
+
+def process_state():
+    """accelerate's view of the processes: one, or those of a launch (accelerate launch, torchrun,
+    several nodes). Without a GPU accelerate must be told so, or a CPU launch would not form its
+    (gloo) process group and every process would train alone."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
@@ -99,7 +110,8 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
             # accelerate keeps one mixed-precision setting per process; a later stage in the same
             # process (a notebook, the tests) may ask for another. The distributed setup is kept.
             AcceleratorState._reset_state(reset_partial_state=False)
-        accelerator = Accelerator(mixed_precision=settings.mixed_precision)
+        process_state()
+        accelerator = Accelerator(mixed_precision=settings.mixed_precision, cpu=not torch.cuda.is_available())
     device = accelerator.device
     generator = torch.Generator().manual_seed(settings.seed)
     torch.manual_seed(settings.seed)
@@ -123,7 +135,7 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
 
     work.mkdir(parents=True, exist_ok=True)
     log_path = work / LOG
-    if start == 0 and log_path.exists():
+    if start == 0 and log_path.exists() and accelerator.is_main_process:
         log_path.unlink()
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.4g}  {task.fields[rate]:.1f} steps/s"),
@@ -133,12 +145,20 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
             open(log_path, "a") as log:
         task = progress.add_task(description, total=settings.steps, completed=start, loss=math.nan, rate=0.0)
         for step in range(start, settings.steps):
-            loss, terms = loss_fn(model, generator, device)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"loss became {loss.item()} at step {step + 1} (terms: {terms}; seed {settings.seed}); "
-                    f"the last good checkpoint is kept in {resume_dir}: lower --lr or check the data")
-            accelerator.backward(loss)
+            step_loss = 0.0
+            for micro in range(settings.accumulation):
+                # gradients are averaged across processes only on the last micro-batch
+                last = micro == settings.accumulation - 1
+                with contextlib.nullcontext() if last else accelerator.no_sync(model):
+                    loss, terms = loss_fn(model, generator, device)
+                    # every process sees the same mean loss, so all of them stop together on a NaN
+                    mean_loss = accelerator.reduce(loss.detach(), "mean")
+                    if not torch.isfinite(mean_loss):
+                        raise TrainingDiverged(
+                            f"loss became {mean_loss.item()} at step {step + 1} (terms: {terms}; seed {settings.seed}); "
+                            f"the last good checkpoint is kept in {resume_dir}: lower --lr or check the data")
+                    accelerator.backward(loss / settings.accumulation)
+                step_loss += mean_loss.item() / settings.accumulation
             if settings.grad_clip > 0:
                 accelerator.clip_grad_norm_(trainable, settings.grad_clip)
             optimizer.step()
@@ -146,7 +166,7 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
             optimizer.zero_grad(set_to_none=True)
             if ema is not None:
                 ema_update(ema, accelerator.unwrap_model(model), settings.ema_decay)
-            window_loss += loss.item()
+            window_loss += step_loss
             window_n += 1
             done = step + 1
             if done % settings.log_every == 0 or done == settings.steps:

@@ -24,7 +24,9 @@ class Dataset:
     class_names: list[str]
     data_range: tuple[float, float] | None = None  # pixel data are clipped to it when sampling
 
-    def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, size: int, generator: torch.Generator, share: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
+        """`size` examples drawn from `generator`, of which the `share` slice is returned: every
+        process of a distributed run draws the same global batch and trains on its own slice."""
         raise NotImplementedError
 
     def to(self, device) -> Dataset:
@@ -43,8 +45,8 @@ class TensorDataset(Dataset):
     def __len__(self):
         return len(self.x)
 
-    def batch(self, size, generator):
-        idx = torch.randint(0, len(self.x), (size,), generator=generator)
+    def batch(self, size, generator, share=slice(None)):
+        idx = torch.randint(0, len(self.x), (size,), generator=generator)[share]
         return self.x[idx], self.labels[idx]
 
 
@@ -67,9 +69,9 @@ class Toy2D(Dataset):
         noise = torch.randn(len(labels), 2, generator=generator)
         return self.means[component] + self.std * noise
 
-    def batch(self, size, generator):
+    def batch(self, size, generator, share=slice(None)):
         labels = torch.randint(0, self.num_classes, (size,), generator=generator)
-        return self.sample(labels, generator), labels
+        return self.sample(labels, generator)[share], labels[share]
 
 
 def digits() -> TensorDataset:

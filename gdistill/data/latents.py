@@ -55,8 +55,8 @@ class LatentCaptionData(Dataset):
         self.encoders.to(device)
         return self
 
-    def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encode_pairs(self.captions.draw(size, generator))
+    def batch(self, size: int, generator: torch.Generator, share: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encode_pairs(self.captions.draw(size, generator)[share])  # encode this process's share only
 
     def encode_pairs(self, pairs: list[tuple[bytes, str]]) -> tuple[torch.Tensor, torch.Tensor]:
         """(latents, text embeddings) of drawn pairs, from the cache where it has them."""
@@ -110,11 +110,12 @@ class InpaintingCaptionData(LatentCaptionData):
     encoded afresh every batch (its mask is random), so --cache saves only the target latents and
     the text."""
 
-    def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, size: int, generator: torch.Generator, share: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
         from .masks import training_masks
 
         pairs = self.captions.draw(size, generator)
+        masks = training_masks(size, self.captions.resolution, self.captions.resolution, generator)[share]
+        pairs = pairs[share]
         latents, texts = self.encode_pairs(pairs)
         images = torch.stack([load_caption_image(image, self.captions.resolution) for image, _ in pairs])
-        masks = training_masks(size, self.captions.resolution, self.captions.resolution, generator)
         return latents, self.encoders.inpaint_condition(texts, images, masks).float()

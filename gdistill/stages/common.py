@@ -12,7 +12,7 @@ from ..data import Dataset, load_dataset
 from ..errors import GdistillError
 from ..models import Denoiser
 from ..run import RAW_WEIGHTS, WEIGHTS, commit_run, prepare_output
-from ..train import LoopSettings, LossFn, train
+from ..train import LoopSettings, LossFn, process_state, train
 
 
 def fingerprint(*parts) -> str:
@@ -55,14 +55,36 @@ def prepare_student(student: Denoiser, config) -> Denoiser:
     return student
 
 
+def process_share(batch: int) -> slice:
+    """This process's slice of a global batch. Every process draws the same global batch from the
+    same seeded generator and trains on its own equal slice; DDP averages the gradients, which is
+    the gradient of the global batch's mean loss: N processes train as one does (tests/test_distributed.py)."""
+    state = process_state()
+    per = batch // state.num_processes
+    return slice(state.process_index * per, (state.process_index + 1) * per)
+
+
 def draw_w(batch: int, w_min: float, w_max: float, generator: torch.Generator) -> torch.Tensor:
-    """w ~ U[w_min, w_max], one per example."""
-    return w_min + (w_max - w_min) * torch.rand(batch, generator=generator)
+    """w ~ U[w_min, w_max], one per example of the global batch; this process's share."""
+    return (w_min + (w_max - w_min) * torch.rand(batch, generator=generator))[process_share(batch)]
+
+
+def draw_t(schedule, batch: int, generator: torch.Generator) -> torch.Tensor:
+    """Training times for the global batch (the schedule's own draw); this process's share."""
+    return schedule.sample_t(batch, generator)[process_share(batch)]
+
+
+def micro_batch(config) -> int:
+    """Examples per loss evaluation (all processes together): the global batch over the
+    gradient-accumulation steps."""
+    return config.batch_size // config.gradient_accumulation
 
 
 def draw_batch(data: Dataset, batch: int, generator: torch.Generator, device):
-    x, labels = data.to(device).batch(batch, generator)
-    eps = torch.randn(x.shape, generator=generator)
+    """(x, condition, noise) for this process's share of a global batch of `batch`."""
+    share = process_share(batch)
+    x, labels = data.to(device).batch(batch, generator, share)
+    eps = torch.randn((batch, *x.shape[1:]), generator=generator)[share]
     return x.to(device), labels.to(device), eps.to(device)
 
 
@@ -72,10 +94,15 @@ def train_and_commit(model: Denoiser, loss_fn: LossFn, config, out: Path, manife
     settings = settings_dict(config)
     if config.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise GdistillError("--mixed-precision fp16 needs a CUDA GPU: use bf16 or no on this machine")
+    state = process_state()
+    if config.batch_size % (config.gradient_accumulation * state.num_processes):
+        raise GdistillError(f"--batch-size {config.batch_size} (the global batch) must divide into {state.num_processes} "
+                            f"process(es) x {config.gradient_accumulation} accumulation step(s): use a multiple of "
+                            f"{config.gradient_accumulation * state.num_processes}")
     loop = LoopSettings(steps=config.train_steps, lr=config.lr, ema_decay=config.ema_decay,
                         grad_clip=config.grad_clip, seed=config.seed, log_every=config.log_every,
                         checkpoint_every=config.checkpoint_every, lr_decay=lr_decay,
-                        mixed_precision=config.mixed_precision)
+                        mixed_precision=config.mixed_precision, accumulation=config.gradient_accumulation)
     # Resume only when what shapes the result matches (not --overwrite or the logging interval).
     shaping = {k: v for k, v in settings.items() if k not in ("overwrite", "log_every", "checkpoint_every", "cache")}
     model, ema = train(model, loss_fn, loop, work, description,
@@ -90,4 +117,7 @@ def train_and_commit(model: Denoiser, loss_fn: LossFn, config, out: Path, manife
     manifest = {**manifest, "model": model.config, "parameterization": model.parameterization,
                 "schedule": model.schedule.to_config(), "ema_decay": config.ema_decay,
                 "settings": settings}
-    return commit_run(work, Path(out), manifest, weights)
+    if state.is_main_process:  # one writer; the others wait until the run is in place (halve reads it next)
+        commit_run(work, Path(out), manifest, weights)
+    state.wait_for_everyone()
+    return Path(out)

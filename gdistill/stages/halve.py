@@ -12,7 +12,7 @@ from ..diffusion import alpha_sigma_like, diffuse, halving_target_t, weighted_x_
 from ..errors import GdistillError
 from ..models import denoise_fn, make_student
 from ..run import MANIFEST, lineage, load_model, parent_record, read_manifest
-from .common import draw_batch, draw_w, prepare_student, train_and_commit, training_data
+from .common import draw_batch, draw_w, micro_batch, prepare_student, process_share, train_and_commit, training_data
 
 
 def halve(config: HalveConfig) -> list[Path]:
@@ -70,9 +70,10 @@ def halving_loss(teacher, data, config, steps: int, w_min: float, w_max: float):
 
     def loss_fn(net, generator, device):
         teacher.as_frozen_teacher(device)
-        x, labels, eps = draw_batch(data, config.batch_size, generator, device)
-        w = draw_w(len(x), w_min, w_max, generator).to(device)
-        i = torch.randint(1, steps + 1, (len(x),), generator=generator)
+        batch = micro_batch(config)
+        x, labels, eps = draw_batch(data, batch, generator, device)
+        w = draw_w(batch, w_min, w_max, generator).to(device)
+        i = torch.randint(1, steps + 1, (batch,), generator=generator)[process_share(batch)]
         t = (i.float() / steps).to(device)  # t = i / N
         a, s = alpha_sigma_like(schedule, t, x)
         z = diffuse(x, eps, a, s)

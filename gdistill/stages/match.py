@@ -12,7 +12,7 @@ from ..diffusion import alpha_sigma_like, diffuse, weighted_x_loss
 from ..errors import GdistillError
 from ..models import guided_predict_x, make_student
 from ..run import lineage, load_model, parent_record
-from .common import draw_batch, draw_w, prepare_student, train_and_commit, training_data
+from .common import draw_batch, draw_t, draw_w, micro_batch, prepare_student, train_and_commit, training_data
 
 
 def match(config: MatchConfig) -> Path:
@@ -41,9 +41,10 @@ def match(config: MatchConfig) -> Path:
 
     def loss_fn(net, generator, device):
         teacher.as_frozen_teacher(device)
-        x, labels, eps = draw_batch(data, config.batch_size, generator, device)
-        w = draw_w(len(x), config.w_min, config.w_max, generator).to(device)
-        t = schedule.sample_t(len(x), generator).to(device)
+        batch = micro_batch(config)
+        x, labels, eps = draw_batch(data, batch, generator, device)
+        w = draw_w(batch, config.w_min, config.w_max, generator).to(device)
+        t = draw_t(schedule, batch, generator).to(device)
         a, s = alpha_sigma_like(schedule, t, x)
         z = diffuse(x, eps, a, s)
         with torch.no_grad():

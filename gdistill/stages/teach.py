@@ -9,7 +9,7 @@ from ..config import TeachConfig, apply_preset
 from ..data import Toy2D, load_dataset
 from ..diffusion import alpha_sigma_like, diffuse, weighted_x_loss
 from ..models import build_denoiser
-from .common import draw_batch, train_and_commit
+from .common import draw_batch, draw_t, micro_batch, process_share, train_and_commit
 
 
 def teacher_model_config(data, parameterization: str) -> dict:
@@ -30,10 +30,11 @@ def teach(config: TeachConfig) -> Path:
     schedule, null = model.schedule, model.null_label
 
     def loss_fn(net, generator, device):
-        x, labels, eps = draw_batch(data, config.batch_size, generator, device)
-        drop = torch.rand(len(labels), generator=generator).to(device) < config.p_uncond
+        batch = micro_batch(config)
+        x, labels, eps = draw_batch(data, batch, generator, device)
+        drop = torch.rand(batch, generator=generator)[process_share(batch)].to(device) < config.p_uncond
         labels = torch.where(drop, torch.full_like(labels, null), labels)
-        t = schedule.sample_t(len(x), generator).to(device)
+        t = draw_t(schedule, batch, generator).to(device)
         a, s = alpha_sigma_like(schedule, t, x)
         loss = weighted_x_loss(net(diffuse(x, eps, a, s), t, labels), x, schedule.log_snr(t), config.weighting)
         return loss, {"x_loss": loss.item()}
