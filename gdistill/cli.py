@@ -44,6 +44,20 @@ LoraRank = typer.Option(None, "--lora-rank", help="SD teachers: train a LoRA ada
 Cache = typer.Option(None, "--cache", help="SD teachers: folder caching VAE latents and text embeddings, so each pair is encoded once.")
 
 
+AllowAnySteps = typer.Option(False, "--allow-any-steps", help="Sample a distilled round at another step count than its own (off its grid).")
+DetectAnomaly = typer.Option(None, "--detect-anomaly/--no-detect-anomaly", help="torch's autograd anomaly detection (slow; for finding where a NaN starts).")
+
+
+def _check_steps(run, manifest: dict, steps: int, allow_any: bool) -> None:
+    """A round is distilled for its own grid: another --steps is refused unless asked for."""
+    distilled = manifest.get("steps")
+    if distilled and steps != distilled:
+        if not allow_any:
+            raise GdistillError(f"{run} was distilled for {distilled} steps, not {steps}: leave --steps out, "
+                                "or pass --allow-any-steps to sample it off its grid")
+        console.print(f"[yellow]warning:[/] {run} was distilled for {distilled} steps; sampling with {steps}")
+
+
 def _device(name: str) -> str:
     """--device auto: the GPU when there is one."""
     import torch
@@ -86,6 +100,7 @@ def teach(dataset: str = typer.Option(None, "--dataset", help="toy2d, digits, or
           weighting: Optional[str] = Weighting, seed: Optional[int] = Seed,
           log_every: Optional[int] = LogEvery, checkpoint_every: Optional[int] = CheckpointEvery,
           mixed_precision: Optional[str] = MixedPrecision, gradient_accumulation: Optional[int] = GradientAccumulation,
+          detect_anomaly: Optional[bool] = DetectAnomaly,
           overwrite: Optional[bool] = Overwrite, config: Optional[Path] = ConfigFile):
     """Train a classifier-free-guided teacher on a dataset."""
     from .stages.teach import teach as run_teach
@@ -94,7 +109,8 @@ def teach(dataset: str = typer.Option(None, "--dataset", help="toy2d, digits, or
         dataset=dataset, out=str(out), image_size=image_size, parameterization=parameterization,
         p_uncond=p_uncond, train_steps=train_steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay,
         weighting=weighting, seed=seed, log_every=log_every, checkpoint_every=checkpoint_every,
-        mixed_precision=mixed_precision, gradient_accumulation=gradient_accumulation, overwrite=overwrite))
+        mixed_precision=mixed_precision, gradient_accumulation=gradient_accumulation, detect_anomaly=detect_anomaly,
+        overwrite=overwrite))
     done = run_teach(cfg)
     console.print(f"teacher written to {done}")
 
@@ -111,7 +127,7 @@ def match(teacher: str = typer.Option(None, "--teacher", help="A teacher run, a 
           negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="SD teachers: guide away from this prompt instead of the empty one; the student bakes it in."),
           cache: Optional[str] = Cache, lora_rank: Optional[int] = LoraRank,
           gradient_checkpointing: Optional[bool] = GradientCheckpointing, mixed_precision: Optional[str] = MixedPrecision,
-          gradient_accumulation: Optional[int] = GradientAccumulation,
+          gradient_accumulation: Optional[int] = GradientAccumulation, detect_anomaly: Optional[bool] = DetectAnomaly,
           train_steps: Optional[int] = TrainSteps, batch_size: Optional[int] = BatchSize,
           lr: Optional[float] = Lr, ema_decay: Optional[float] = EmaDecay,
           weighting: Optional[str] = Weighting, seed: Optional[int] = Seed,
@@ -124,7 +140,7 @@ def match(teacher: str = typer.Option(None, "--teacher", help="A teacher run, a 
         teacher=teacher, out=str(out), data=data, w_min=w_min, w_max=w_max, resolution=resolution,
         revision=revision, variant=variant, negative_prompt=negative_prompt, cache=cache, lora_rank=lora_rank,
         gradient_checkpointing=gradient_checkpointing, mixed_precision=mixed_precision,
-        gradient_accumulation=gradient_accumulation, train_steps=train_steps,
+        gradient_accumulation=gradient_accumulation, detect_anomaly=detect_anomaly, train_steps=train_steps,
         batch_size=batch_size, lr=lr, ema_decay=ema_decay, weighting=weighting, seed=seed,
         log_every=log_every, checkpoint_every=checkpoint_every, overwrite=overwrite))
     done = run_match(cfg)
@@ -139,7 +155,7 @@ def halve(from_run: str = typer.Option(None, "--from", help="A stage-1 run or a 
           data: Optional[str] = typer.Option(None, "--data", help="Training data (default: the run's)."),
           cache: Optional[str] = Cache, lora_rank: Optional[int] = LoraRank,
           gradient_checkpointing: Optional[bool] = GradientCheckpointing, mixed_precision: Optional[str] = MixedPrecision,
-          gradient_accumulation: Optional[int] = GradientAccumulation,
+          gradient_accumulation: Optional[int] = GradientAccumulation, detect_anomaly: Optional[bool] = DetectAnomaly,
           train_steps: Optional[int] = TrainSteps, batch_size: Optional[int] = BatchSize,
           lr: Optional[float] = Lr, ema_decay: Optional[float] = EmaDecay,
           weighting: Optional[str] = Weighting, seed: Optional[int] = Seed,
@@ -151,7 +167,7 @@ def halve(from_run: str = typer.Option(None, "--from", help="A stage-1 run or a 
     cfg = build_config(HalveConfig, config, dict(
         from_run=from_run, out=str(out), rounds=rounds, start_steps=start_steps, data=data, cache=cache,
         lora_rank=lora_rank, gradient_checkpointing=gradient_checkpointing, mixed_precision=mixed_precision,
-        gradient_accumulation=gradient_accumulation,
+        gradient_accumulation=gradient_accumulation, detect_anomaly=detect_anomaly,
         train_steps=train_steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, weighting=weighting,
         seed=seed, log_every=log_every, checkpoint_every=checkpoint_every, overwrite=overwrite))
     if not cfg.from_run:
@@ -172,6 +188,7 @@ def sample(from_run: str = typer.Option(..., "--from", help="A run, a built-in t
            negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="SD-family teachers: guide away from this prompt (students fix theirs at `match --negative-prompt`)."),
            sampler: str = typer.Option("deterministic", "--sampler", help="deterministic (DDIM) or stochastic (the paper's)."),
            raw_weights: bool = typer.Option(False, "--raw-weights", help="Use the raw training weights instead of the EMA."),
+           allow_any_steps: bool = AllowAnySteps,
            device: str = typer.Option("auto", "--device", help="torch device: auto (the GPU if there is one), cpu, cuda.")):
     """Generate samples from a run: the student in N calls, or a teacher with guided DDIM in 2 calls a step."""
     from .run import RAW_WEIGHTS, load_model
@@ -198,8 +215,7 @@ def sample(from_run: str = typer.Option(..., "--from", help="A run, a built-in t
     if label is not None and not 0 <= label < model.num_classes:
         raise GdistillError(f"--label {label} is out of range: {run} has classes 0..{model.num_classes - 1}")
     steps = steps or manifest.get("steps") or 256
-    if manifest.get("steps") and steps != manifest["steps"]:
-        console.print(f"[yellow]warning:[/] {run} was distilled for {manifest['steps']} steps; sampling with {steps}")
+    _check_steps(run, manifest, steps, allow_any_steps)
     w_range = manifest.get("w_range")
     if w_range and not w_range[0] <= w <= w_range[1]:
         console.print(f"[yellow]warning:[/] w={w} is outside the trained range [{w_range[0]}, {w_range[1]}]")
@@ -312,7 +328,8 @@ def evaluate(
     console.print(f"report written to {out}")
 
 
-def _edit_command(from_run, image, mask, out, prompt, label, strength, steps, w, n, seed, sampler, device, overwrite):
+def _edit_command(from_run, image, mask, out, prompt, label, strength, steps, w, n, seed, sampler, device, overwrite,
+                  allow_any_steps):
     """What edit and inpaint share: load the run, read the inputs, run every input, write the results."""
     from .run import load_model
     from .tasks.edit import ModelSpace, check_output, collect_inputs, edit_one, write_outputs
@@ -325,10 +342,11 @@ def _edit_command(from_run, image, mask, out, prompt, label, strength, steps, w,
         raise GdistillError(f"--strength must be in [0, 1], got {strength}")
     inputs = collect_inputs(image, mask)
     check_output(out, len(inputs) == 1 and n == 1, overwrite)
-    model, manifest, _ = load_model(from_run)
+    model, manifest, run = load_model(from_run)
     steps = steps or manifest.get("steps") or 256
     if steps < 1:
         raise GdistillError(f"--steps must be at least 1, got {steps}")
+    _check_steps(run, manifest, steps, allow_any_steps)
     warn = lambda m: console.print(f"[yellow]warning:[/] {escape(m)}", highlight=False)  # noqa: E731
     space = ModelSpace(model, manifest, _device(device), warn)
     space.conditions(1, label, prompt)  # a wrong --label / missing --prompt fails before any work
@@ -369,10 +387,12 @@ def edit(from_run: str = EditFrom, image: Path = EditImage, out: Path = EditOut,
          prompt: Optional[str] = EditPrompt, label: Optional[int] = EditLabel,
          strength: float = typer.Option(0.5, "--strength", help="How far to noise the input, 0..1; snapped to the run's grid."),
          steps: Optional[int] = EditSteps, w: float = EditW, n: int = Variants, seed: int = EditSeed,
-         sampler: str = EditSampler, device: str = EditDevice, overwrite: bool = EditOverwrite):
+         sampler: str = EditSampler, device: str = EditDevice, overwrite: bool = EditOverwrite,
+         allow_any_steps: bool = AllowAnySteps):
     """SDEdit: noise the input to the strength's point on the grid and run the remaining steps toward
     the target prompt or class."""
-    _edit_command(from_run, image, None, out, prompt, label, strength, steps, w, n, seed, sampler, device, overwrite)
+    _edit_command(from_run, image, None, out, prompt, label, strength, steps, w, n, seed, sampler, device, overwrite,
+                  allow_any_steps)
 
 
 @app.command()
@@ -380,9 +400,11 @@ def inpaint(from_run: str = EditFrom, image: Path = EditImage,
             mask: Path = typer.Option(..., "--mask", help="A mask (white = repaint), or a folder of masks named like the images."),
             out: Path = EditOut, prompt: Optional[str] = EditPrompt, label: Optional[int] = EditLabel,
             steps: Optional[int] = EditSteps, w: float = EditW, n: int = Variants, seed: int = EditSeed,
-            sampler: str = EditSampler, device: str = EditDevice, overwrite: bool = EditOverwrite):
+            sampler: str = EditSampler, device: str = EditDevice, overwrite: bool = EditOverwrite,
+            allow_any_steps: bool = AllowAnySteps):
     """Fill the masked region: sample from noise, keeping the rest of the input (replacement, for any run)."""
-    _edit_command(from_run, image, mask, out, prompt, label, None, steps, w, n, seed, sampler, device, overwrite)
+    _edit_command(from_run, image, mask, out, prompt, label, None, steps, w, n, seed, sampler, device, overwrite,
+                  allow_any_steps)
 
 
 @app.command()

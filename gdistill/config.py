@@ -30,6 +30,7 @@ class TrainConfig:
     overwrite: bool = False
     mixed_precision: str = "no"  # accelerate's autocast: no, fp16 (GPU), bf16
     gradient_accumulation: int = 1  # loss evaluations per optimizer step; --batch-size stays the global batch
+    detect_anomaly: bool = False  # torch.autograd anomaly detection (slow; debugging NaNs)
 
 
 @dataclass

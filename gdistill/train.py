@@ -41,6 +41,7 @@ class LoopSettings:
     warmup: int = 0
     mixed_precision: str = "no"  # accelerate's: no, fp16, bf16
     accumulation: int = 1  # loss evaluations (micro-batches) per optimizer step
+    detect_anomaly: bool = False  # torch.autograd.set_detect_anomaly: the backward op that made a NaN
 
 
 def process_state():
@@ -142,7 +143,7 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
                TimeRemainingColumn()]
     window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
     with Progress(*columns, console=Console(stderr=True), disable=not accelerator.is_main_process, transient=False) as progress, \
-            open(log_path, "a") as log:
+            open(log_path, "a") as log, torch.autograd.set_detect_anomaly(settings.detect_anomaly):
         task = progress.add_task(description, total=settings.steps, completed=start, loss=math.nan, rate=0.0)
         for step in range(start, settings.steps):
             step_loss = 0.0

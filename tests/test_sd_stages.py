@@ -110,6 +110,8 @@ def test_sample_with_prompts_then_export_reloads_in_diffusers_with_the_same_imag
     assert list(arrays["prompts"]) == ["snow", "a cat"]
     code, _, err = cli("export", run, "--out", folder)
     assert code == 2 and "--overwrite" in err
+    code, _, err = cli("sample", "--from", run, "--prompt", "snow", "--steps", 3, "--allow-any-steps", "--out", tmp_path / "off.png")
+    assert code == 0 and "distilled for 2 steps; sampling with 3" in err
 
 
 def test_latent_cache_gives_the_same_batches_and_recovers_from_damage(sd, tmp_path):
@@ -199,7 +201,7 @@ def test_negative_prompt_replaces_the_unconditional_branch(sd, tmp_path, cli):
 
 def test_mixed_precision_and_gradient_checkpointing_train(sd, tmp_path, cli):
     code, _, err = cli("match", "--teacher", sd["teacher"], "--data", sd["captions"], "--resolution", RESOLUTION,
-                       "--mixed-precision", "bf16", "--gradient-checkpointing", "--train-steps", 3, "--batch-size", 2,
+                       "--mixed-precision", "bf16", "--gradient-checkpointing", "--detect-anomaly", "--train-steps", 3, "--batch-size", 2,
                        "--out", tmp_path / "bf16")
     assert code == 0, err
     log = [json.loads(line) for line in (tmp_path / "bf16" / "log.jsonl").read_text().splitlines()]
@@ -212,6 +214,7 @@ def test_mixed_precision_and_gradient_checkpointing_train(sd, tmp_path, cli):
 
 @pytest.mark.parametrize("args, message", [
     (["sample", "--from", "{run}", "--out", "{tmp}/x.png"], "pass --prompt"),
+    (["sample", "--from", "{run}", "--prompt", "a", "--steps", "3", "--out", "{tmp}/x.png"], "was distilled for 2 steps, not 3"),
     (["sample", "--from", "digits", "--prompt", "a cat", "--out", "{tmp}/x.png"], "--label, not --prompt"),
     (["export", "digits", "--out", "{tmp}/e"], "export writes diffusers"),
     (["export", "{teacher}", "--out", "{tmp}/e"], "not a student"),

@@ -102,9 +102,10 @@ def train_and_commit(model: Denoiser, loss_fn: LossFn, config, out: Path, manife
     loop = LoopSettings(steps=config.train_steps, lr=config.lr, ema_decay=config.ema_decay,
                         grad_clip=config.grad_clip, seed=config.seed, log_every=config.log_every,
                         checkpoint_every=config.checkpoint_every, lr_decay=lr_decay,
-                        mixed_precision=config.mixed_precision, accumulation=config.gradient_accumulation)
+                        mixed_precision=config.mixed_precision, accumulation=config.gradient_accumulation,
+                        detect_anomaly=config.detect_anomaly)
     # Resume only when what shapes the result matches (not --overwrite or the logging interval).
-    shaping = {k: v for k, v in settings.items() if k not in ("overwrite", "log_every", "checkpoint_every", "cache")}
+    shaping = {k: v for k, v in settings.items() if k not in ("overwrite", "log_every", "checkpoint_every", "cache", "detect_anomaly")}
     model, ema = train(model, loss_fn, loop, work, description,
                        fingerprint(shaping, manifest.get("round"), parent_sha))
     if getattr(config, "lora_rank", 0):  # the run holds plain weights: W + B A
