@@ -127,13 +127,16 @@ def work_dir_for(out: Path) -> Path:
 
 
 def prepare_output(out: Path, overwrite: bool) -> Path:
-    """Check that `out` may be written and return its work folder (kept if it exists, to resume)."""
+    """Check that `out` may be written and return its work folder (kept if it exists, to resume;
+    emptied with --overwrite)."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise GdistillError(f"{out} already exists: pass --overwrite to replace it, or choose another --out")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         work = work_dir_for(out)
+        if overwrite:  # start again: an interrupted run's checkpoint is not resumed
+            shutil.rmtree(work, ignore_errors=True)
         work.mkdir(exist_ok=True)
     except OSError as e:
         raise GdistillError(f"cannot write to {out.parent}: {e.strerror}; choose a writable --out") from None

@@ -12,6 +12,7 @@ import copy
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors.torch import load_file
 
-from .errors import TrainingDiverged
+from .errors import GdistillError, TrainingDiverged
 from .run import LOG, save_safetensors_atomic
 
 LossFn = Callable[[torch.nn.Module, torch.Generator, torch.device], tuple[torch.Tensor, dict]]
@@ -59,34 +60,58 @@ def _atomic_torch_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _save_checkpoint(folder: Path, step, model, ema, optimizer, scheduler, generator, fingerprint):
-    """Weights first, then the state file that names the step: a checkpoint is used only when its
-    state file exists, and that is renamed into place last."""
-    folder.mkdir(exist_ok=True)
-    save_safetensors_atomic(model.state_dict(), folder / "model.safetensors")
+def _save_checkpoint(folder: Path, step, model, ema, optimizer, scheduler, generator, fingerprint, recipe):
+    """The whole checkpoint (weights, EMA, optimizer, LR schedule, RNG states, step) is written into
+    `resume.partial/`, each file atomically, and that folder then replaces `resume/` by renames
+    (run.publish_dir): a crash at any point leaves the previous checkpoint whole, in `resume/`
+    or, between the two renames, in `.resume.old/` (_checkpoint_folder finds it)."""
+    from .run import publish_dir
+
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    save_safetensors_atomic(model.state_dict(), partial / "model.safetensors")
     if ema is not None:
-        save_safetensors_atomic(ema.state_dict(), folder / "ema.safetensors")
+        save_safetensors_atomic(ema.state_dict(), partial / "ema.safetensors")
     state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-             "fingerprint": fingerprint}
-    _atomic_torch_save(state, folder / "state.pt")
+             "fingerprint": fingerprint, "recipe": recipe}
+    _atomic_torch_save(state, partial / "state.pt")
+    publish_dir(partial, folder)
 
 
-def _load_checkpoint(folder: Path, model, ema, optimizer, scheduler, generator, fingerprint) -> int:
-    state_path = folder / "state.pt"
-    if not state_path.is_file():
+def _checkpoint_folder(folder: Path) -> Path | None:
+    for candidate in (folder, folder.with_name(f".{folder.name}.old")):
+        if (candidate / "state.pt").is_file():
+            return candidate
+    return None
+
+
+def _load_checkpoint(folder: Path, model, ema, optimizer, scheduler, generator, fingerprint, recipe) -> int:
+    found = _checkpoint_folder(folder)
+    if found is None:
         return 0
-    state = torch.load(state_path, weights_only=False)
+    state = torch.load(found / "state.pt", weights_only=False)
     if state.get("fingerprint") != fingerprint:
-        return 0  # a different command's leftovers: start afresh
-    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        raise GdistillError(f"{folder.parent} holds a checkpoint (step {state.get('step')}) of another command"
+                            f"{_differences(state.get('recipe'), recipe)}: re-run that command to resume it, "
+                            "or pass --overwrite to start afresh")
+    model.load_state_dict(load_file(str(found / "model.safetensors")))
     if ema is not None:
-        ema.load_state_dict(load_file(str(folder / "ema.safetensors")))
+        ema.load_state_dict(load_file(str(found / "ema.safetensors")))
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
     return int(state["step"])
+
+
+def _differences(old: dict | None, new: dict | None) -> str:
+    """' (lr: 0.001 then, 0.0003 now; ...)' for the settings that differ, when both are known."""
+    if not old or not new:
+        return ""
+    changed = [f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return f" ({'; '.join(changed[:4])})" if changed else ""
 
 
 @torch.no_grad()
@@ -98,10 +123,11 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work: Path,
-          description: str, fingerprint: str, accelerator=None):
+          description: str, fingerprint: str, accelerator=None, recipe: dict | None = None):
     """Train the weights of `model` that require grad (the caller decides: all of them, or a LoRA
     adapter) in place for settings.steps optimizer steps. Returns (model, ema or None).
-    Resumes from work/resume when its fingerprint (the run's settings) matches."""
+    Resumes from work/resume when its fingerprint (the run's settings) matches; a checkpoint of
+    other settings is refused, naming the differences when `recipe` (the settings) is given."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
@@ -129,7 +155,7 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     ema = copy.deepcopy(model).requires_grad_(False) if settings.ema_decay > 0 else None
     resume_dir = work / "resume"
-    start = _load_checkpoint(resume_dir, model, ema, optimizer, scheduler, generator, fingerprint)
+    start = _load_checkpoint(resume_dir, model, ema, optimizer, scheduler, generator, fingerprint, recipe)
     model, optimizer = accelerator.prepare(model, optimizer)
     if ema is not None:
         ema.to(device)
@@ -183,6 +209,6 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
                 progress.update(task, completed=done)
             if done % settings.checkpoint_every == 0 and done < settings.steps and accelerator.is_main_process:
                 _save_checkpoint(resume_dir, done, accelerator.unwrap_model(model), ema, optimizer,
-                                 scheduler, generator, fingerprint)
+                                 scheduler, generator, fingerprint, recipe)
     model = accelerator.unwrap_model(model).eval().requires_grad_(False)
     return model, (ema.eval() if ema is not None else None)

@@ -4,7 +4,7 @@ import torch
 
 from gdistill.data import Toy2D
 from gdistill.diffusion import alpha_sigma_like, diffuse, weighted_x_loss
-from gdistill.errors import TrainingDiverged
+from gdistill.errors import GdistillError, TrainingDiverged
 from gdistill.models import build_denoiser
 from gdistill.train import LoopSettings, train
 
@@ -54,12 +54,38 @@ def test_resume_after_crash_is_bit_identical(tmp_path):
     assert steps[-1] == 60
 
 
-def test_checkpoint_of_another_command_is_not_resumed(tmp_path):
+def test_checkpoint_of_another_command_is_refused_naming_the_difference(tmp_path):
     with pytest.raises(RuntimeError):
-        train(_fresh_model(), _loss_fn(crash_at=30), SETTINGS, tmp_path, "x", "one")
-    model, _ = train(_fresh_model(), _loss_fn(), SETTINGS, tmp_path / "clean", "x", "two")
-    other, _ = train(_fresh_model(), _loss_fn(), SETTINGS, tmp_path, "x", "two")
-    for a, b in zip(model.state_dict().values(), other.state_dict().values()):
+        train(_fresh_model(), _loss_fn(crash_at=30), SETTINGS, tmp_path, "x", "one", recipe={"lr": 1e-3, "seed": 3})
+    with pytest.raises(GdistillError, match=r"checkpoint \(step 20\) of another command \(lr: 0.001 then, 0.0003 now\).*--overwrite"):
+        train(_fresh_model(), _loss_fn(), SETTINGS, tmp_path, "x", "two", recipe={"lr": 3e-4, "seed": 3})
+
+
+def test_a_crash_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    """Fault injection: the second checkpoint dies after its weights were written, before its state
+    file; the first checkpoint still loads, and the resumed run ends bit-identical. Then a crash
+    between the two renames that swap a checkpoint in (the old one moved aside, the new one not yet
+    in place) is survived too."""
+    import gdistill.train as loop
+
+    reference, _ = train(_fresh_model(), _loss_fn(), SETTINGS, tmp_path / "ref", "r", "fp")
+    work = tmp_path / "faulty"
+    real_save, saves = loop._atomic_torch_save, [0]
+
+    def dying_save(obj, path):
+        saves[0] += 1
+        if saves[0] == 2:
+            raise KeyboardInterrupt("killed while saving")
+        real_save(obj, path)
+
+    monkeypatch.setattr(loop, "_atomic_torch_save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        train(_fresh_model(), _loss_fn(), SETTINGS, work, "f", "fp")
+    monkeypatch.setattr(loop, "_atomic_torch_save", real_save)
+    assert torch.load(work / "resume" / "state.pt", weights_only=False)["step"] == 20
+    (work / "resume").rename(work / ".resume.old")  # as if killed between publish_dir's renames
+    resumed, _ = train(_fresh_model(), _loss_fn(), SETTINGS, work, "f", "fp")
+    for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
 
 

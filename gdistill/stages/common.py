@@ -11,7 +11,7 @@ from ..config import settings_dict
 from ..data import Dataset, load_dataset
 from ..errors import GdistillError
 from ..models import Denoiser
-from ..run import RAW_WEIGHTS, WEIGHTS, commit_run, prepare_output
+from ..run import RAW_WEIGHTS, WEIGHTS, commit_run, prepare_output, work_dir_for
 from ..train import LoopSettings, LossFn, process_state, train
 
 
@@ -90,11 +90,14 @@ def draw_batch(data: Dataset, batch: int, generator: torch.Generator, device):
 
 def train_and_commit(model: Denoiser, loss_fn: LossFn, config, out: Path, manifest: dict,
                      description: str, lr_decay: bool = False, parent_sha: str | None = None) -> Path:
-    work = prepare_output(out, config.overwrite)
+    state = process_state()
+    if state.is_main_process:  # one process prepares (and with --overwrite empties) the work folder
+        prepare_output(out, config.overwrite)
+    state.wait_for_everyone()
+    work = work_dir_for(Path(out))
     settings = settings_dict(config)
     if config.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise GdistillError("--mixed-precision fp16 needs a CUDA GPU: use bf16 or no on this machine")
-    state = process_state()
     if config.batch_size % (config.gradient_accumulation * state.num_processes):
         raise GdistillError(f"--batch-size {config.batch_size} (the global batch) must divide into {state.num_processes} "
                             f"process(es) x {config.gradient_accumulation} accumulation step(s): use a multiple of "
@@ -106,8 +109,9 @@ def train_and_commit(model: Denoiser, loss_fn: LossFn, config, out: Path, manife
                         detect_anomaly=config.detect_anomaly)
     # Resume only when what shapes the result matches (not --overwrite or the logging interval).
     shaping = {k: v for k, v in settings.items() if k not in ("overwrite", "log_every", "checkpoint_every", "cache", "detect_anomaly")}
+    recipe = {**shaping, "round": manifest.get("round"), "parent_sha256": parent_sha}
     model, ema = train(model, loss_fn, loop, work, description,
-                       fingerprint(shaping, manifest.get("round"), parent_sha))
+                       fingerprint(shaping, manifest.get("round"), parent_sha), recipe=recipe)
     if getattr(config, "lora_rank", 0):  # the run holds plain weights: W + B A
         for m in (model, ema):
             if m is not None:
