@@ -91,17 +91,17 @@ def draw_batch(data: Dataset, batch: int, generator: torch.Generator, device):
 def train_and_commit(model: Denoiser, loss_fn: LossFn, config, out: Path, manifest: dict,
                      description: str, lr_decay: bool = False, parent_sha: str | None = None) -> Path:
     state = process_state()
-    if state.is_main_process:  # one process prepares (and with --overwrite empties) the work folder
-        prepare_output(out, config.overwrite)
-    state.wait_for_everyone()
-    work = work_dir_for(Path(out))
-    settings = settings_dict(config)
     if config.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise GdistillError("--mixed-precision fp16 needs a CUDA GPU: use bf16 or no on this machine")
     if config.batch_size % (config.gradient_accumulation * state.num_processes):
         raise GdistillError(f"--batch-size {config.batch_size} (the global batch) must divide into {state.num_processes} "
                             f"process(es) x {config.gradient_accumulation} accumulation step(s): use a multiple of "
                             f"{config.gradient_accumulation * state.num_processes}")
+    if state.is_main_process:  # one process prepares (and with --overwrite empties) the work folder
+        prepare_output(out, config.overwrite)
+    state.wait_for_everyone()
+    work = work_dir_for(Path(out))
+    settings = settings_dict(config)
     loop = LoopSettings(steps=config.train_steps, lr=config.lr, ema_decay=config.ema_decay,
                         grad_clip=config.grad_clip, seed=config.seed, log_every=config.log_every,
                         checkpoint_every=config.checkpoint_every, lr_decay=lr_decay,
