@@ -126,16 +126,17 @@ def work_dir_for(out: Path) -> Path:
     return out.parent / f".{out.name}.partial"
 
 
-def prepare_output(out: Path, overwrite: bool) -> Path:
-    """Check that `out` may be written and return its work folder (kept if it exists, to resume;
-    emptied with --overwrite)."""
+def prepare_output(out: Path, overwrite: bool, resumable: bool = True) -> Path:
+    """Check that `out` may be written and return its work folder: kept if it exists, for a
+    training run to resume; emptied with --overwrite, and always for outputs that are not
+    resumed (reports, exports, edits: a leftover is half-written)."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise GdistillError(f"{out} already exists: pass --overwrite to replace it, or choose another --out")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         work = work_dir_for(out)
-        if overwrite:  # start again: an interrupted run's checkpoint is not resumed
+        if overwrite or not resumable:  # start again: an interrupted run's checkpoint is not resumed
             shutil.rmtree(work, ignore_errors=True)
         work.mkdir(exist_ok=True)
     except OSError as e:

@@ -60,7 +60,7 @@ def _atomic_torch_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _save_checkpoint(folder: Path, step, model, ema, optimizer, scheduler, generator, fingerprint, recipe):
+def _save_checkpoint(folder: Path, step, model, ema, optimizer, scheduler, generator, recipe):
     """The whole checkpoint (weights, EMA, optimizer, LR schedule, RNG states, step) is written into
     `resume.partial/`, each file atomically, and that folder then replaces `resume/` by renames
     (run.publish_dir): a crash at any point leaves the previous checkpoint whole, in `resume/`
@@ -75,7 +75,7 @@ def _save_checkpoint(folder: Path, step, model, ema, optimizer, scheduler, gener
         save_safetensors_atomic(ema.state_dict(), partial / "ema.safetensors")
     state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-             "fingerprint": fingerprint, "recipe": recipe}
+             "recipe": recipe}
     _atomic_torch_save(state, partial / "state.pt")
     publish_dir(partial, folder)
 
@@ -87,12 +87,12 @@ def _checkpoint_folder(folder: Path) -> Path | None:
     return None
 
 
-def _load_checkpoint(folder: Path, model, ema, optimizer, scheduler, generator, fingerprint, recipe) -> int:
+def _load_checkpoint(folder: Path, model, ema, optimizer, scheduler, generator, recipe) -> int:
     found = _checkpoint_folder(folder)
     if found is None:
         return 0
     state = torch.load(found / "state.pt", weights_only=False)
-    if state.get("fingerprint") != fingerprint:
+    if state.get("recipe") != recipe:
         raise GdistillError(f"{folder.parent} holds a checkpoint (step {state.get('step')}) of another command"
                             f"{_differences(state.get('recipe'), recipe)}: re-run that command to resume it, "
                             "or pass --overwrite to start afresh")
@@ -106,9 +106,9 @@ def _load_checkpoint(folder: Path, model, ema, optimizer, scheduler, generator, 
     return int(state["step"])
 
 
-def _differences(old: dict | None, new: dict | None) -> str:
-    """' (lr: 0.001 then, 0.0003 now; ...)' for the settings that differ, when both are known."""
-    if not old or not new:
+def _differences(old: dict | None, new: dict) -> str:
+    """' (lr: 0.001 then, 0.0003 now; ...)' for the settings that differ."""
+    if not old:
         return ""
     changed = [f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     return f" ({'; '.join(changed[:4])})" if changed else ""
@@ -123,11 +123,12 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work: Path,
-          description: str, fingerprint: str, accelerator=None, recipe: dict | None = None):
+          description: str, recipe: dict, accelerator=None):
     """Train the weights of `model` that require grad (the caller decides: all of them, or a LoRA
     adapter) in place for settings.steps optimizer steps. Returns (model, ema or None).
-    Resumes from work/resume when its fingerprint (the run's settings) matches; a checkpoint of
-    other settings is refused, naming the differences when `recipe` (the settings) is given."""
+    Resumes from work/resume when the checkpoint was made with the same `recipe` (what shapes the
+    result: settings, round, parent weights); a checkpoint of another recipe is refused, naming
+    the differences."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
@@ -155,7 +156,7 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     ema = copy.deepcopy(model).requires_grad_(False) if settings.ema_decay > 0 else None
     resume_dir = work / "resume"
-    start = _load_checkpoint(resume_dir, model, ema, optimizer, scheduler, generator, fingerprint, recipe)
+    start = _load_checkpoint(resume_dir, model, ema, optimizer, scheduler, generator, recipe)
     model, optimizer = accelerator.prepare(model, optimizer)
     if ema is not None:
         ema.to(device)
@@ -209,6 +210,6 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
                 progress.update(task, completed=done)
             if done % settings.checkpoint_every == 0 and done < settings.steps and accelerator.is_main_process:
                 _save_checkpoint(resume_dir, done, accelerator.unwrap_model(model), ema, optimizer,
-                                 scheduler, generator, fingerprint, recipe)
+                                 scheduler, generator, recipe)
     model = accelerator.unwrap_model(model).eval().requires_grad_(False)
     return model, (ema.eval() if ema is not None else None)

@@ -29,7 +29,7 @@ def main(out: str, accumulation: int) -> None:
 
     settings = LoopSettings(steps=20, lr=1e-3, ema_decay=0.9, grad_clip=1.0, seed=0, log_every=5,
                             checkpoint_every=1000, accumulation=accumulation)
-    trained, ema = train(model, loss_fn, settings, out / "work", "worker", "fp")
+    trained, ema = train(model, loss_fn, settings, out / "work", "worker", {"run": "fp"})
     rank = PartialState().process_index
     save_safetensors_atomic(trained.state_dict(), out / f"rank{rank}.safetensors")
 

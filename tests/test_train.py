@@ -40,12 +40,12 @@ def _fresh_model():
 
 
 def test_resume_after_crash_is_bit_identical(tmp_path):
-    model, ema = train(_fresh_model(), _loss_fn(), SETTINGS, tmp_path / "a", "a", "fp")
+    model, ema = train(_fresh_model(), _loss_fn(), SETTINGS, tmp_path / "a", "a", {"run": "fp"})
     work = tmp_path / "b"
     with pytest.raises(RuntimeError, match="simulated"):
-        train(_fresh_model(), _loss_fn(crash_at=47), SETTINGS, work, "b", "fp")
+        train(_fresh_model(), _loss_fn(crash_at=47), SETTINGS, work, "b", {"run": "fp"})
     assert (work / "resume" / "state.pt").is_file()
-    resumed, resumed_ema = train(_fresh_model(), _loss_fn(), SETTINGS, work, "b", "fp")
+    resumed, resumed_ema = train(_fresh_model(), _loss_fn(), SETTINGS, work, "b", {"run": "fp"})
     for (k, a), b in zip(model.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
     for a, b in zip(ema.state_dict().values(), resumed_ema.state_dict().values()):
@@ -56,9 +56,9 @@ def test_resume_after_crash_is_bit_identical(tmp_path):
 
 def test_checkpoint_of_another_command_is_refused_naming_the_difference(tmp_path):
     with pytest.raises(RuntimeError):
-        train(_fresh_model(), _loss_fn(crash_at=30), SETTINGS, tmp_path, "x", "one", recipe={"lr": 1e-3, "seed": 3})
+        train(_fresh_model(), _loss_fn(crash_at=30), SETTINGS, tmp_path, "x", {"lr": 1e-3, "seed": 3})
     with pytest.raises(GdistillError, match=r"checkpoint \(step 20\) of another command \(lr: 0.001 then, 0.0003 now\).*--overwrite"):
-        train(_fresh_model(), _loss_fn(), SETTINGS, tmp_path, "x", "two", recipe={"lr": 3e-4, "seed": 3})
+        train(_fresh_model(), _loss_fn(), SETTINGS, tmp_path, "x", {"lr": 3e-4, "seed": 3})
 
 
 def test_a_crash_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
@@ -68,7 +68,7 @@ def test_a_crash_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path, monk
     in place) is survived too."""
     import gdistill.train as loop
 
-    reference, _ = train(_fresh_model(), _loss_fn(), SETTINGS, tmp_path / "ref", "r", "fp")
+    reference, _ = train(_fresh_model(), _loss_fn(), SETTINGS, tmp_path / "ref", "r", {"run": "fp"})
     work = tmp_path / "faulty"
     real_save, saves = loop._atomic_torch_save, [0]
 
@@ -80,15 +80,15 @@ def test_a_crash_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path, monk
 
     monkeypatch.setattr(loop, "_atomic_torch_save", dying_save)
     with pytest.raises(KeyboardInterrupt):
-        train(_fresh_model(), _loss_fn(), SETTINGS, work, "f", "fp")
+        train(_fresh_model(), _loss_fn(), SETTINGS, work, "f", {"run": "fp"})
     monkeypatch.setattr(loop, "_atomic_torch_save", real_save)
     assert torch.load(work / "resume" / "state.pt", weights_only=False)["step"] == 20
     (work / "resume").rename(work / ".resume.old")  # as if killed between publish_dir's renames
-    resumed, _ = train(_fresh_model(), _loss_fn(), SETTINGS, work, "f", "fp")
+    resumed, _ = train(_fresh_model(), _loss_fn(), SETTINGS, work, "f", {"run": "fp"})
     for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
 
 
 def test_nan_loss_stops_with_step_and_terms(tmp_path):
     with pytest.raises(TrainingDiverged, match=r"loss became nan at step 5 .*seed 3"):
-        train(_fresh_model(), _loss_fn(nan_at=5), SETTINGS, tmp_path, "n", "fp")
+        train(_fresh_model(), _loss_fn(nan_at=5), SETTINGS, tmp_path, "n", {"run": "fp"})

@@ -1,8 +1,6 @@
 """What every stage does around its loss: prepare the output, train on the shared loop, commit the run."""
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import torch
@@ -13,11 +11,6 @@ from ..errors import GdistillError
 from ..models import Denoiser
 from ..run import RAW_WEIGHTS, WEIGHTS, commit_run, prepare_output, work_dir_for
 from ..train import LoopSettings, LossFn, process_state, train
-
-
-def fingerprint(*parts) -> str:
-    """Identifies a run's inputs, so resume only picks up a checkpoint of the same command."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def training_data(data: str | None, manifest: dict, cache: str | None = None,
@@ -110,8 +103,7 @@ def train_and_commit(model: Denoiser, loss_fn: LossFn, config, out: Path, manife
     # Resume only when what shapes the result matches (not --overwrite or the logging interval).
     shaping = {k: v for k, v in settings.items() if k not in ("overwrite", "log_every", "checkpoint_every", "cache", "detect_anomaly")}
     recipe = {**shaping, "round": manifest.get("round"), "parent_sha256": parent_sha}
-    model, ema = train(model, loss_fn, loop, work, description,
-                       fingerprint(shaping, manifest.get("round"), parent_sha), recipe=recipe)
+    model, ema = train(model, loss_fn, loop, work, description, recipe)
     if getattr(config, "lora_rank", 0):  # the run holds plain weights: W + B A
         for m in (model, ema):
             if m is not None:

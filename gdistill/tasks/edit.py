@@ -23,7 +23,6 @@ the input's size, centre-cropped down to a multiple of the VAE's factor (8 px). 
 """
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -226,9 +225,7 @@ def write_outputs(results: list[tuple[str, SampleResult]], out: Path, overwrite:
             _pil(to_uint8_images(samples)[0]).save(tmp)
         tmp.replace(out)
         return out
-    work = prepare_output(out, overwrite)
-    shutil.rmtree(work)
-    work.mkdir()
+    work = prepare_output(out, overwrite, resumable=False)
     for name, result in results:
         images = to_uint8_images(result.samples)
         for k, array in enumerate(images):

@@ -19,7 +19,6 @@ number) and decoded by the teacher pipeline's VAE before scoring, so their metri
 from __future__ import annotations
 
 import math
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -285,8 +284,7 @@ def evaluate_into(out: Path, overwrite: bool, sweep: list[SweepModel], ws: list[
     and renamed into place when complete, like a run. Returns the rows as dicts."""
     from ..metrics.report import write_plots, write_tables
 
-    work = prepare_output(Path(out), overwrite)
-    shutil.rmtree(work)  # a half-written report from an interrupted eval
+    work = prepare_output(Path(out), overwrite, resumable=False)
     (work / "grids").mkdir(parents=True)
     entries = {e.label: e for e in sweep}
 

@@ -8,7 +8,6 @@ alpha = 1 at the end, walks gdistill's N-step grid exactly when N divides the 10
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import torch
@@ -45,8 +44,7 @@ def export(run_arg: str, out: Path, overwrite: bool = False) -> Path:
         raise GdistillError(f"{run} samples in {steps} steps; diffusers' DDIM steps back by 1000 // N, which keeps to "
                             "the student's grid only when N divides 1000: export a round with 1, 2, 4 or 8 steps")
     out = Path(out)
-    work = prepare_output(out, overwrite)
-    shutil.rmtree(work)  # leftovers of an interrupted export: start clean
+    work = prepare_output(out, overwrite, resumable=False)
     teacher = pipeline_for(manifest["pipeline"])
     pipe = StableDiffusionPipeline(
         vae=teacher.vae.to("cpu", torch.float32), text_encoder=teacher.text_encoder.to("cpu", torch.float32),

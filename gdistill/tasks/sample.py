@@ -67,6 +67,7 @@ def sample(model: Denoiser, labels: torch.Tensor, steps: int, w: float, sampler:
         z = torch.randn(shape, generator=generator).to(device)
         noises = [torch.randn(shape, generator=generator).to(device) for _ in range(steps)] \
             if sampler == "stochastic" else None
+        mask = None
         if guide is not None:
             x_in = guide.x[offset:offset + len(c)].to(device)
             mask = None if guide.mask is None else guide.mask[offset:offset + len(c)].to(device)
@@ -87,7 +88,7 @@ def sample(model: Denoiser, labels: torch.Tensor, steps: int, w: float, sampler:
                 z = stochastic_step(model.schedule, z, x, t, 1.0 / steps, noises[first + i])
             else:
                 z = ddim_step_t(model.schedule, z, x, t, s)
-            if guide is not None and mask is not None:
+            if mask is not None:
                 z = keep_known(z, x_in, mask, *alpha_sigma_like(model.schedule, s, z), known_noises[i])
         out.append(z.cpu())
     seconds = time.perf_counter() - start
