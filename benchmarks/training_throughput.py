@@ -16,7 +16,6 @@ Writes benchmarks/results/training_throughput.md.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import tempfile
 import time
@@ -34,7 +33,7 @@ from gdistill.run import load_model
 from gdistill.stages.halve import halve
 from gdistill.stages.match import match
 from gdistill.stages.teach import teach
-from gdistill.train import ema_update
+from gdistill.train import ShadowWeights
 
 HERE = Path(__file__).resolve().parent
 BATCH = 64
@@ -51,7 +50,7 @@ def bare_steps_per_s(model, loss_of_batch, steps: int, ema_decay: float, device:
     """The minimal loop: draw, loss, backward, clip, Adam, EMA. Nothing else."""
     model.to(device).train().requires_grad_(True)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    ema = copy.deepcopy(model).requires_grad_(False) if ema_decay else None
+    ema = ShadowWeights(model, ema_decay) if ema_decay else None
     generator = torch.Generator().manual_seed(0)
     for step in range(warmup + steps):
         if step == warmup:
@@ -63,7 +62,7 @@ def bare_steps_per_s(model, loss_of_batch, steps: int, ema_decay: float, device:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         if ema is not None:
-            ema_update(ema, model, ema_decay)
+            ema.update(model)
     sync(device)
     return steps / (time.perf_counter() - start)
 

@@ -45,6 +45,7 @@ Cache = typer.Option(None, "--cache", help="SD teachers: folder caching VAE late
 
 
 AllowAnySteps = typer.Option(False, "--allow-any-steps", help="Sample a distilled round at another step count than its own (off its grid).")
+Resume = typer.Option(None, "--resume", help="auto (default): continue the output's checkpoint when it was made with the same settings; never: refuse if there is one.")
 DetectAnomaly = typer.Option(None, "--detect-anomaly/--no-detect-anomaly", help="torch's autograd anomaly detection (slow; for finding where a NaN starts).")
 
 
@@ -100,7 +101,7 @@ def teach(dataset: str = typer.Option(None, "--dataset", help="toy2d, digits, or
           weighting: Optional[str] = Weighting, seed: Optional[int] = Seed,
           log_every: Optional[int] = LogEvery, checkpoint_every: Optional[int] = CheckpointEvery,
           mixed_precision: Optional[str] = MixedPrecision, gradient_accumulation: Optional[int] = GradientAccumulation,
-          detect_anomaly: Optional[bool] = DetectAnomaly,
+          detect_anomaly: Optional[bool] = DetectAnomaly, resume: Optional[str] = Resume,
           overwrite: Optional[bool] = Overwrite, config: Optional[Path] = ConfigFile):
     """Train a classifier-free-guided teacher on a dataset."""
     from .stages.teach import teach as run_teach
@@ -110,7 +111,7 @@ def teach(dataset: str = typer.Option(None, "--dataset", help="toy2d, digits, or
         p_uncond=p_uncond, train_steps=train_steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay,
         weighting=weighting, seed=seed, log_every=log_every, checkpoint_every=checkpoint_every,
         mixed_precision=mixed_precision, gradient_accumulation=gradient_accumulation, detect_anomaly=detect_anomaly,
-        overwrite=overwrite))
+        overwrite=overwrite, resume=resume))
     done = run_teach(cfg)
     console.print(f"teacher written to {done}")
 
@@ -127,7 +128,7 @@ def match(teacher: str = typer.Option(None, "--teacher", help="A teacher run, a 
           negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="SD teachers: guide away from this prompt instead of the empty one; the student bakes it in."),
           cache: Optional[str] = Cache, lora_rank: Optional[int] = LoraRank,
           gradient_checkpointing: Optional[bool] = GradientCheckpointing, mixed_precision: Optional[str] = MixedPrecision,
-          gradient_accumulation: Optional[int] = GradientAccumulation, detect_anomaly: Optional[bool] = DetectAnomaly,
+          gradient_accumulation: Optional[int] = GradientAccumulation, detect_anomaly: Optional[bool] = DetectAnomaly, resume: Optional[str] = Resume,
           train_steps: Optional[int] = TrainSteps, batch_size: Optional[int] = BatchSize,
           lr: Optional[float] = Lr, ema_decay: Optional[float] = EmaDecay,
           weighting: Optional[str] = Weighting, seed: Optional[int] = Seed,
@@ -142,7 +143,7 @@ def match(teacher: str = typer.Option(None, "--teacher", help="A teacher run, a 
         gradient_checkpointing=gradient_checkpointing, mixed_precision=mixed_precision,
         gradient_accumulation=gradient_accumulation, detect_anomaly=detect_anomaly, train_steps=train_steps,
         batch_size=batch_size, lr=lr, ema_decay=ema_decay, weighting=weighting, seed=seed,
-        log_every=log_every, checkpoint_every=checkpoint_every, overwrite=overwrite))
+        log_every=log_every, checkpoint_every=checkpoint_every, overwrite=overwrite, resume=resume))
     done = run_match(cfg)
     console.print(f"stage-1 student written to {done}")
 
@@ -155,7 +156,7 @@ def halve(from_run: str = typer.Option(None, "--from", help="A stage-1 run or a 
           data: Optional[str] = typer.Option(None, "--data", help="Training data (default: the run's)."),
           cache: Optional[str] = Cache, lora_rank: Optional[int] = LoraRank,
           gradient_checkpointing: Optional[bool] = GradientCheckpointing, mixed_precision: Optional[str] = MixedPrecision,
-          gradient_accumulation: Optional[int] = GradientAccumulation, detect_anomaly: Optional[bool] = DetectAnomaly,
+          gradient_accumulation: Optional[int] = GradientAccumulation, detect_anomaly: Optional[bool] = DetectAnomaly, resume: Optional[str] = Resume,
           train_steps: Optional[int] = TrainSteps, batch_size: Optional[int] = BatchSize,
           lr: Optional[float] = Lr, ema_decay: Optional[float] = EmaDecay,
           weighting: Optional[str] = Weighting, seed: Optional[int] = Seed,
@@ -169,7 +170,7 @@ def halve(from_run: str = typer.Option(None, "--from", help="A stage-1 run or a 
         lora_rank=lora_rank, gradient_checkpointing=gradient_checkpointing, mixed_precision=mixed_precision,
         gradient_accumulation=gradient_accumulation, detect_anomaly=detect_anomaly,
         train_steps=train_steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, weighting=weighting,
-        seed=seed, log_every=log_every, checkpoint_every=checkpoint_every, overwrite=overwrite))
+        seed=seed, log_every=log_every, checkpoint_every=checkpoint_every, overwrite=overwrite, resume=resume))
     if not cfg.from_run:
         raise GdistillError("--from is required: pass a stage-1 run (from `gdistill match`) or a round-K run")
     for run in run_halve(cfg):

@@ -31,6 +31,7 @@ class TrainConfig:
     mixed_precision: str = "no"  # accelerate's autocast: no, fp16 (GPU), bf16
     gradient_accumulation: int = 1  # loss evaluations per optimizer step; --batch-size stays the global batch
     detect_anomaly: bool = False  # torch.autograd anomaly detection (slow; debugging NaNs)
+    resume: str = "auto"  # auto: continue the output's checkpoint of the same settings; never: refuse to
 
 
 @dataclass
@@ -169,6 +170,7 @@ def validate(c) -> None:
     _require(c.weighting in LOSS_WEIGHTINGS, f"--weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, got {c.weighting!r}")
     _require(c.log_every >= 1 and c.checkpoint_every >= 1, "--log-every and --checkpoint-every must be at least 1")
     _require(c.gradient_accumulation >= 1, f"--gradient-accumulation must be at least 1, got {c.gradient_accumulation}")
+    _require(c.resume in ("auto", "never"), f"--resume must be auto or never, got {c.resume!r}")
     _require(c.mixed_precision in MIXED_PRECISION, f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, got {c.mixed_precision!r}")
     if isinstance(c, TeachConfig):
         _require(c.parameterization in PARAMETERIZATIONS, f"--parameterization must be one of {', '.join(PARAMETERIZATIONS)}, got {c.parameterization!r}")

@@ -43,6 +43,7 @@ class LoopSettings:
     mixed_precision: str = "no"  # accelerate's: no, fp16, bf16
     accumulation: int = 1  # loss evaluations (micro-batches) per optimizer step
     detect_anomaly: bool = False  # torch.autograd.set_detect_anomaly: the backward op that made a NaN
+    resume: str = "auto"  # auto: continue a checkpoint of the same recipe; never: refuse to, if there is one
 
 
 def process_state():
@@ -60,22 +61,76 @@ def _atomic_torch_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _save_checkpoint(folder: Path, step, model, ema, optimizer, scheduler, generator, recipe):
+class ShadowWeights:
+    """The EMA of the weights that train: w_ema <- decay * w_ema + (1 - decay) * w. It holds what
+    the process holds of them: whole tensors, or under FSDP this process's shards (DTensors)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for name, p in model.named_parameters():
+            if name in self.shadow:
+                self.shadow[name].lerp_(p.detach(), 1 - self.decay)
+
+    def full_state(self, model_state: dict) -> dict:
+        """The EMA model's whole state dict: the model's with the averaged weights in place (the
+        frozen ones are equal). Under FSDP every process must call it (it gathers the shards)."""
+        return {**model_state, **{n: _whole(t) for n, t in self.shadow.items()}}
+
+    def load(self, state: dict) -> None:
+        for name, t in self.shadow.items():
+            self.shadow[name] = _shard_like(state[name], t)
+
+
+def _whole(t: torch.Tensor) -> torch.Tensor:
+    from torch.distributed.tensor import DTensor
+
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def _shard_like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    full = full.to(device=like.device, dtype=like.dtype)
+    return distribute_tensor(full, like.device_mesh, like.placements) if isinstance(like, DTensor) else full.clone()
+
+
+def _state_options(sharded: bool, main_only: bool = True):
+    """torch's state-dict API names tensors by parameter name whatever wraps the model (DDP, FSDP2,
+    nothing), so one checkpoint format serves them all. Sharded: gather whole tensors to write
+    (to the main process only, on the CPU, unless `main_only` is False), and cut them back on load."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=sharded, cpu_offload=sharded and main_only)
+
+
+def _save_checkpoint(folder: Path, step, model, ema, optimizer, scheduler, generator, recipe, accelerator):
     """The whole checkpoint (weights, EMA, optimizer, LR schedule, RNG states, step) is written into
     `resume.partial/`, each file atomically, and that folder then replaces `resume/` by renames
     (run.publish_dir): a crash at any point leaves the previous checkpoint whole, in `resume/`
-    or, between the two renames, in `.resume.old/` (_checkpoint_folder finds it)."""
+    or, between the two renames, in `.resume.old/` (_checkpoint_folder finds it). Every process
+    calls it (under FSDP gathering the shards is collective); the main process writes."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
     from .run import publish_dir
 
+    options = _state_options(accelerator.is_fsdp2)
+    model_state = get_model_state_dict(model, options=options)
+    ema_state = ema.full_state(model_state) if ema is not None else None
+    optimizer_state = get_optimizer_state_dict(model, optimizer.optimizer, options=options)
+    if not accelerator.is_main_process:
+        return
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
-    save_safetensors_atomic(model.state_dict(), partial / "model.safetensors")
-    if ema is not None:
-        save_safetensors_atomic(ema.state_dict(), partial / "ema.safetensors")
-    state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-             "recipe": recipe}
+    save_safetensors_atomic(model_state, partial / "model.safetensors")
+    if ema_state is not None:
+        save_safetensors_atomic(ema_state, partial / "ema.safetensors")
+    state = {"step": step, "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
+             "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "recipe": recipe}
     _atomic_torch_save(state, partial / "state.pt")
     publish_dir(partial, folder)
 
@@ -87,19 +142,32 @@ def _checkpoint_folder(folder: Path) -> Path | None:
     return None
 
 
-def _load_checkpoint(folder: Path, model, ema, optimizer, scheduler, generator, recipe) -> int:
+def _read_checkpoint(folder: Path, recipe: dict, resume: str) -> tuple[Path, dict] | None:
+    """The checkpoint to resume from, if any, checked against this command's recipe before any
+    work is done: a checkpoint of other settings is refused, naming the differences."""
     found = _checkpoint_folder(folder)
     if found is None:
-        return 0
+        return None
     state = torch.load(found / "state.pt", weights_only=False)
+    if resume == "never":
+        raise GdistillError(f"{folder.parent} holds a checkpoint at step {state.get('step')} and --resume never was given: "
+                            "pass --resume auto to continue it, or --overwrite to start afresh")
     if state.get("recipe") != recipe:
         raise GdistillError(f"{folder.parent} holds a checkpoint (step {state.get('step')}) of another command"
                             f"{_differences(state.get('recipe'), recipe)}: re-run that command to resume it, "
                             "or pass --overwrite to start afresh")
-    model.load_state_dict(load_file(str(found / "model.safetensors")))
+    return found, state
+
+
+def _restore(found: Path, state: dict, model, ema, optimizer, scheduler, generator, accelerator) -> int:
+    """Load a checkpoint into the prepared (wrapped, maybe sharded) model and optimizer."""
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+    options = _state_options(accelerator.is_fsdp2)
+    set_model_state_dict(model, load_file(str(found / "model.safetensors")), options=options)
     if ema is not None:
-        ema.load_state_dict(load_file(str(found / "ema.safetensors")))
-    optimizer.load_state_dict(state["optimizer"])
+        ema.load(load_file(str(found / "ema.safetensors")))
+    set_optimizer_state_dict(model, optimizer.optimizer, state["optimizer"], options=options)
     scheduler.load_state_dict(state["scheduler"])
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
@@ -114,23 +182,37 @@ def _differences(old: dict | None, new: dict) -> str:
     return f" ({'; '.join(changed[:4])})" if changed else ""
 
 
-@torch.no_grad()
-def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model, over the weights that train (the rest are equal)."""
-    for e, p in zip(ema.parameters(), model.parameters()):
-        if p.requires_grad:
-            e.lerp_(p.detach().to(e.dtype), 1 - decay)
+def _meta_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `model` whose parameters live on the meta device (no memory). FSDP shards a model
+    in place; the plain model handed back after training is this copy with the gathered weights."""
+    memo = {id(p): torch.nn.Parameter(p.detach().to("meta"), requires_grad=p.requires_grad)
+            for p in model.parameters()}
+    return copy.deepcopy(model, memo)
+
+
+def _check_distributed_type(accelerator) -> None:
+    from accelerate.utils import DistributedType
+
+    kind = accelerator.distributed_type
+    if kind == DistributedType.FSDP and not accelerator.is_fsdp2:
+        raise GdistillError("gdistill shards with FSDP2: set fsdp_version: 2 in the accelerate config "
+                            "(examples/accelerate/fsdp_8gpus.yaml)")
+    if kind in (DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM):
+        raise GdistillError(f"gdistill does not train under {kind.value}: launch with a DDP or an FSDP2 accelerate "
+                            "config (examples/accelerate/)")
 
 
 def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work: Path,
           description: str, recipe: dict, accelerator=None):
     """Train the weights of `model` that require grad (the caller decides: all of them, or a LoRA
-    adapter) in place for settings.steps optimizer steps. Returns (model, ema or None).
-    Resumes from work/resume when the checkpoint was made with the same `recipe` (what shapes the
-    result: settings, round, parent weights); a checkpoint of another recipe is refused, naming
-    the differences."""
+    adapter) for settings.steps optimizer steps. Returns (model, ema model or None), plain modules
+    on the training device. Resumes from work/resume when the checkpoint was made with the same
+    `recipe` (what shapes the result: settings, round, parent weights); a checkpoint of another
+    recipe is refused, naming the differences. Runs as accelerate launches it: one process, DDP,
+    or FSDP2 (the model and its optimizer state sharded across processes)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
     if accelerator is None:
         state = AcceleratorState._shared_state
@@ -140,26 +222,29 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
             AcceleratorState._reset_state(reset_partial_state=False)
         process_state()
         accelerator = Accelerator(mixed_precision=settings.mixed_precision, cpu=not torch.cuda.is_available())
+    _check_distributed_type(accelerator)
+    sharded = accelerator.is_fsdp2
     device = accelerator.device
     generator = torch.Generator().manual_seed(settings.seed)
     torch.manual_seed(settings.seed)
     model.train()
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if not trainable:
+    if not any(p.requires_grad for p in model.parameters()):
         raise ValueError("the model has no trainable weights: call requires_grad_(True) on what should train")
-    optimizer = torch.optim.Adam(trainable, lr=settings.lr)
+    resume_dir = work / "resume"
+    checkpoint = _read_checkpoint(resume_dir, recipe, settings.resume)
+    skeleton = _meta_copy(model) if sharded else None
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=settings.lr)
 
     def lr_factor(step: int) -> float:
         warm = min(1.0, (step + 1) / settings.warmup) if settings.warmup else 1.0
         return warm * (1 - step / settings.steps if settings.lr_decay else 1.0)
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    ema = copy.deepcopy(model).requires_grad_(False) if settings.ema_decay > 0 else None
-    resume_dir = work / "resume"
-    start = _load_checkpoint(resume_dir, model, ema, optimizer, scheduler, generator, recipe)
     model, optimizer = accelerator.prepare(model, optimizer)
-    if ema is not None:
-        ema.to(device)
+    inner = accelerator.unwrap_model(model)  # its parameters are this process's shards under FSDP
+    trainable = [p for p in inner.parameters() if p.requires_grad]
+    ema = ShadowWeights(inner, settings.ema_decay) if settings.ema_decay > 0 else None
+    start = _restore(*checkpoint, model, ema, optimizer, scheduler, generator, accelerator) if checkpoint else 0
 
     work.mkdir(parents=True, exist_ok=True)
     log_path = work / LOG
@@ -193,7 +278,7 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             if ema is not None:
-                ema_update(ema, accelerator.unwrap_model(model), settings.ema_decay)
+                ema.update(inner)
             window_loss += step_loss
             window_n += 1
             done = step + 1
@@ -208,8 +293,17 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
                 window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
             else:
                 progress.update(task, completed=done)
-            if done % settings.checkpoint_every == 0 and done < settings.steps and accelerator.is_main_process:
-                _save_checkpoint(resume_dir, done, accelerator.unwrap_model(model), ema, optimizer,
-                                 scheduler, generator, recipe)
-    model = accelerator.unwrap_model(model).eval().requires_grad_(False)
-    return model, (ema.eval() if ema is not None else None)
+            if done % settings.checkpoint_every == 0 and done < settings.steps:
+                _save_checkpoint(resume_dir, done, model, ema, optimizer, scheduler, generator, recipe, accelerator)
+    if sharded:  # every process gets the whole weights back in a plain copy of the model
+        trained = skeleton
+        trained.load_state_dict(get_model_state_dict(model, options=_state_options(True, main_only=False)), assign=True)
+        trained.to(device)
+    else:
+        trained = inner
+    trained.eval().requires_grad_(False)
+    if ema is None:
+        return trained, None
+    ema_model = copy.deepcopy(trained)
+    ema_model.load_state_dict(ema.full_state(trained.state_dict()))
+    return trained, ema_model

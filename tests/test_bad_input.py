@@ -11,12 +11,14 @@ from tests.conftest import run_cli
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """A toy2d Stage-1 run, one halving round (4 steps), a run with damaged weights and one whose
+    """A toy2d Stage-1 run, one halving round (4 steps), another Stage-1 run, a run with damaged weights and one whose
     manifest lacks a field, a folder that is not a run, and config files."""
     root = tmp_path_factory.mktemp("bad-input")
     assert run_cli("match", "--teacher", "toy2d", "--train-steps", 3, "--batch-size", 16, "--out", root / "stage1") == (0,)
     assert run_cli("halve", "--from", root / "stage1", "--rounds", 1, "--start-steps", 8, "--train-steps", 2,
                    "--batch-size", 16, "--out", root / "pd") == (0,)
+    assert run_cli("match", "--teacher", "toy2d", "--train-steps", 3, "--batch-size", 16, "--seed", 1,
+                   "--out", root / "stage1-other") == (0,)
     shutil.copytree(root / "stage1", root / "truncated")
     weights = root / "truncated" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
@@ -61,6 +63,11 @@ CASES = [
     (["halve", "--from", "{r}/stage1", "--start-steps", "8", "--rounds", "5", "--out", "{o}/h"], "below 1 step"),
     (["halve", "--from", "{r}/pd/round-1", "--start-steps", "64", "--out", "{o}/h"], "contradicts"),
     (["halve", "--from", "{r}/pd", "--out", "{o}/h"], "holds rounds"),
+    (["halve", "--from", "{r}/stage1", "--start-steps", "8", "--rounds", "1", "--resume", "never", "--out", "{r}/pd"],
+     "already complete and --resume never"),
+    (["halve", "--from", "{r}/stage1-other", "--start-steps", "8", "--rounds", "1", "--out", "{r}/pd"],
+     "distilled from another teacher"),
+    (["halve", "--from", "{r}/stage1", "--resume", "maybe", "--out", "{o}/h"], "--resume must be auto or never"),
     # sample
     (["sample", "--from", "{r}/pd/round-1", "--steps", "3", "--out", "{o}/s.png"], "distilled for 4 steps, not 3"),
     (["sample", "--from", "digits", "--out", "{o}/s.jpg"], "must end in .png"),

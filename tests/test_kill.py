@@ -57,7 +57,11 @@ def test_match_killed_midway_resumes_bit_identical(tmp_path):
     process = gdistill(*args, "--out", "killed", cwd=tmp_path)
     kill_when(process, lambda: checkpoint_step(tmp_path / ".killed.partial") >= 300)
     assert not (tmp_path / "killed").exists()
-    finish(*args, "--out", "killed", cwd=tmp_path)
+    step = checkpoint_step(tmp_path / ".killed.partial")
+    refused = gdistill(*args, "--out", "killed", "--resume", "never", cwd=tmp_path)
+    assert refused.wait(timeout=120) == 2 and f"checkpoint at step {step} and --resume never" in refused.stderr.read()
+    assert checkpoint_step(tmp_path / ".killed.partial") == step  # refusing touched nothing
+    finish(*args, "--out", "killed", "--resume", "auto", cwd=tmp_path)
     assert_same_weights(tmp_path / "whole", tmp_path / "killed")
 
 

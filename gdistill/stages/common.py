@@ -99,9 +99,9 @@ def train_and_commit(model: Denoiser, loss_fn: LossFn, config, out: Path, manife
                         grad_clip=config.grad_clip, seed=config.seed, log_every=config.log_every,
                         checkpoint_every=config.checkpoint_every, lr_decay=lr_decay,
                         mixed_precision=config.mixed_precision, accumulation=config.gradient_accumulation,
-                        detect_anomaly=config.detect_anomaly)
+                        detect_anomaly=config.detect_anomaly, resume=config.resume)
     # Resume only when what shapes the result matches (not --overwrite or the logging interval).
-    shaping = {k: v for k, v in settings.items() if k not in ("overwrite", "log_every", "checkpoint_every", "cache", "detect_anomaly")}
+    shaping = {k: v for k, v in settings.items() if k not in ("overwrite", "log_every", "checkpoint_every", "cache", "detect_anomaly", "resume")}
     recipe = {**shaping, "round": manifest.get("round"), "parent_sha256": parent_sha}
     model, ema = train(model, loss_fn, loop, work, description, recipe)
     if getattr(config, "lora_rank", 0):  # the run holds plain weights: W + B A

@@ -43,6 +43,9 @@ def halve(config: HalveConfig) -> list[Path]:
             if done.get("parent", {}).get("sha256") != parent["sha256"]:
                 raise GdistillError(f"{out} exists and was distilled from another teacher: "
                                     "pass --overwrite to replace it, or choose another --out")
+            if config.resume == "never":
+                raise GdistillError(f"{out} is already complete and --resume never was given: pass --resume auto "
+                                    "to go on from it, or --overwrite to distill every round afresh")
             print(f"{out} is already complete; skipping round {round_no}")
         else:
             # seed + round - 1: continuing from round-3 gives round-4 exactly as a single run would
