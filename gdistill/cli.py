@@ -59,6 +59,14 @@ def _check_steps(run, manifest: dict, steps: int, allow_any: bool) -> None:
         console.print(f"[yellow]warning:[/] {run} was distilled for {distilled} steps; sampling with {steps}")
 
 
+def _tell_once(message: str) -> None:
+    """Print from the main process only: under a distributed launch every process runs the command."""
+    from .train import process_state
+
+    if process_state().is_main_process:
+        console.print(message)
+
+
 def _device(name: str) -> str:
     """--device auto: the GPU when there is one."""
     import torch
@@ -113,7 +121,7 @@ def teach(dataset: str = typer.Option(None, "--dataset", help="toy2d, digits, or
         mixed_precision=mixed_precision, gradient_accumulation=gradient_accumulation, detect_anomaly=detect_anomaly,
         overwrite=overwrite, resume=resume))
     done = run_teach(cfg)
-    console.print(f"teacher written to {done}")
+    _tell_once(f"teacher written to {done}")
 
 
 @app.command()
@@ -145,7 +153,7 @@ def match(teacher: str = typer.Option(None, "--teacher", help="A teacher run, a 
         batch_size=batch_size, lr=lr, ema_decay=ema_decay, weighting=weighting, seed=seed,
         log_every=log_every, checkpoint_every=checkpoint_every, overwrite=overwrite, resume=resume))
     done = run_match(cfg)
-    console.print(f"stage-1 student written to {done}")
+    _tell_once(f"stage-1 student written to {done}")
 
 
 @app.command()
@@ -174,7 +182,7 @@ def halve(from_run: str = typer.Option(None, "--from", help="A stage-1 run or a 
     if not cfg.from_run:
         raise GdistillError("--from is required: pass a stage-1 run (from `gdistill match`) or a round-K run")
     for run in run_halve(cfg):
-        console.print(f"round written to {run}")
+        _tell_once(f"round written to {run}")
 
 
 @app.command()

@@ -107,7 +107,7 @@ def _state_options(sharded: bool, main_only: bool = True):
     return StateDictOptions(full_state_dict=sharded, cpu_offload=sharded and main_only)
 
 
-def _save_checkpoint(folder: Path, step, model, ema, optimizer, scheduler, generator, recipe, accelerator):
+def _save_checkpoint(folder: Path, step, model, ema, optimizer, scheduler, generator, recipe, sharded: bool, main: bool):
     """The whole checkpoint (weights, EMA, optimizer, LR schedule, RNG states, step) is written into
     `resume.partial/`, each file atomically, and that folder then replaces `resume/` by renames
     (run.publish_dir): a crash at any point leaves the previous checkpoint whole, in `resume/`
@@ -117,11 +117,11 @@ def _save_checkpoint(folder: Path, step, model, ema, optimizer, scheduler, gener
 
     from .run import publish_dir
 
-    options = _state_options(accelerator.is_fsdp2)
+    options = _state_options(sharded)
     model_state = get_model_state_dict(model, options=options)
     ema_state = ema.full_state(model_state) if ema is not None else None
     optimizer_state = get_optimizer_state_dict(model, optimizer.optimizer, options=options)
-    if not accelerator.is_main_process:
+    if not main:
         return
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -159,11 +159,11 @@ def _read_checkpoint(folder: Path, recipe: dict, resume: str) -> tuple[Path, dic
     return found, state
 
 
-def _restore(found: Path, state: dict, model, ema, optimizer, scheduler, generator, accelerator) -> int:
+def _restore(found: Path, state: dict, model, ema, optimizer, scheduler, generator, sharded: bool) -> int:
     """Load a checkpoint into the prepared (wrapped, maybe sharded) model and optimizer."""
     from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
-    options = _state_options(accelerator.is_fsdp2)
+    options = _state_options(sharded)
     set_model_state_dict(model, load_file(str(found / "model.safetensors")), options=options)
     if ema is not None:
         ema.load(load_file(str(found / "ema.safetensors")))
@@ -194,6 +194,10 @@ def _check_distributed_type(accelerator) -> None:
     from accelerate.utils import DistributedType
 
     kind = accelerator.distributed_type
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and kind != DistributedType.FSDP \
+            and accelerator.is_main_process:
+        Console(stderr=True).print("[yellow]warning:[/] the accelerate config asks for FSDP, which accelerate runs on "
+                                   f"GPUs only: training with {kind.value} instead")
     if kind == DistributedType.FSDP and not accelerator.is_fsdp2:
         raise GdistillError("gdistill shards with FSDP2: set fsdp_version: 2 in the accelerate config "
                             "(examples/accelerate/fsdp_8gpus.yaml)")
@@ -244,7 +248,7 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
     inner = accelerator.unwrap_model(model)  # its parameters are this process's shards under FSDP
     trainable = [p for p in inner.parameters() if p.requires_grad]
     ema = ShadowWeights(inner, settings.ema_decay) if settings.ema_decay > 0 else None
-    start = _restore(*checkpoint, model, ema, optimizer, scheduler, generator, accelerator) if checkpoint else 0
+    start = _restore(*checkpoint, model, ema, optimizer, scheduler, generator, sharded) if checkpoint else 0
 
     work.mkdir(parents=True, exist_ok=True)
     log_path = work / LOG
@@ -294,7 +298,8 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
             else:
                 progress.update(task, completed=done)
             if done % settings.checkpoint_every == 0 and done < settings.steps:
-                _save_checkpoint(resume_dir, done, model, ema, optimizer, scheduler, generator, recipe, accelerator)
+                _save_checkpoint(resume_dir, done, model, ema, optimizer, scheduler, generator, recipe, sharded,
+                                 accelerator.is_main_process)
     if sharded:  # every process gets the whole weights back in a plain copy of the model
         trained = skeleton
         trained.load_state_dict(get_model_state_dict(model, options=_state_options(True, main_only=False)), assign=True)

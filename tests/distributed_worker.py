@@ -1,38 +1,113 @@
-"""Run under torchrun by tests/test_distributed.py: trains a small toy2d denoiser with the shared loop
-and the stages' sharded batch draws, then every rank saves the weights it ended with."""
-import sys
+"""Run under torchrun or `accelerate launch` by tests/test_distributed.py: trains a small denoiser
+with the shared loop and the stages' sharded batch draws, then every rank saves the weights (and the
+EMA weights) it ended with.
+
+--fsdp: accelerate offers FSDP on accelerators only and on CPUs silently trains with DDP instead;
+this worker lifts that gate (it sets accelerate's distributed type to FSDP with the plugin that
+`accelerate launch --config_file examples/accelerate/fsdp_8gpus.yaml` put in the environment), so
+the loop's FSDP2 path (sharded weights, gathered checkpoints and results) runs on CPU processes (gloo).
+--stop-after K: every rank raises after K optimizer steps, as a crashed run would stop.
+--model sd-tiny:DIR: the student UNet of the tiny SD pipeline in DIR (to check how FSDP wraps it).
+"""
+import argparse
 from pathlib import Path
 
 import torch
-from accelerate import PartialState
+from accelerate import Accelerator, FullyShardedDataParallelPlugin, PartialState
+from accelerate.utils import DistributedType
 
 from gdistill.data import Toy2D
 from gdistill.diffusion import alpha_sigma_like, diffuse, weighted_x_loss
 from gdistill.models import build_denoiser
 from gdistill.run import save_safetensors_atomic
-from gdistill.stages.common import draw_batch, draw_t
+from gdistill.stages.common import draw_batch, draw_t, process_share
 from gdistill.train import LoopSettings, train
 
 
-def main(out: str, accumulation: int) -> None:
-    out = Path(out)
+class Stop(Exception):
+    pass
+
+
+def toy_student():
     torch.manual_seed(0)
     model = build_denoiser({"kind": "toy-mlp", "dim": 2, "num_classes": 4, "parameterization": "v",
                             "schedule": {"name": "cosine"}})
-    data, batch = Toy2D(), 64 // accumulation
+    data = Toy2D()
 
-    def loss_fn(net, generator, device):
+    def loss_fn(net, generator, device, batch):
         x, labels, eps = draw_batch(data, batch, generator, device)
         t = draw_t(model.schedule, batch, generator).to(device)
         a, s = alpha_sigma_like(model.schedule, t, x)
-        return weighted_x_loss(net(diffuse(x, eps, a, s), t, labels), x, model.schedule.log_snr(t), "v-mse"), {}
+        return weighted_x_loss(net(diffuse(x, eps, a, s), t, labels), x, model.schedule.log_snr(t), "v-mse")
 
-    settings = LoopSettings(steps=20, lr=1e-3, ema_decay=0.9, grad_clip=1.0, seed=0, log_every=5,
-                            checkpoint_every=1000, accumulation=accumulation)
-    trained, ema = train(model, loss_fn, settings, out / "work", "worker", {"run": "fp"})
+    return model, loss_fn
+
+
+def sd_tiny_student(folder: str):
+    """The w-conditioned student of a tiny SD pipeline, trained to denoise random latents given
+    random text embeddings (what the UNet computes is the real one; the data need not be)."""
+    from gdistill.models import make_student
+    from gdistill.models.latent import load_pipeline_teacher
+
+    torch.manual_seed(0)
+    teacher, _, _ = load_pipeline_teacher(folder)
+    model = make_student(teacher)
+    unet = model.unet.config
+
+    def loss_fn(net, generator, device, batch):
+        share = process_share(batch)
+        size = unet.sample_size
+        x = torch.randn((batch, unet.in_channels, size, size), generator=generator)[share].to(device)
+        text = torch.randn((batch, 77, unet.cross_attention_dim), generator=generator)[share].to(device)
+        eps = torch.randn((batch, *x.shape[1:]), generator=generator)[share].to(device)
+        t = draw_t(model.schedule, batch, generator).to(device)
+        w = torch.rand(batch, generator=generator)[share].to(device)
+        a, s = alpha_sigma_like(model.schedule, t, x)
+        return weighted_x_loss(net(diffuse(x, eps, a, s), t, text, w), x, model.schedule.log_snr(t), "snr-trunc")
+
+    return model, loss_fn
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--accumulation", type=int, default=1)
+    parser.add_argument("--fsdp", action="store_true")
+    parser.add_argument("--stop-after", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--checkpoint-every", type=int, default=1000)
+    parser.add_argument("--model", default="toy")
+    args = parser.parse_args()
+
+    model, loss_of_batch = toy_student() if args.model == "toy" else sd_tiny_student(args.model.split(":", 1)[1])
+    batch, calls = 64 // args.accumulation, []
+
+    def loss_fn(net, generator, device):
+        calls.append(1)
+        if args.stop_after and len(calls) > args.stop_after * args.accumulation:
+            raise Stop(f"stopped after {args.stop_after} steps")
+        return loss_of_batch(net, generator, device, batch), {}
+
+    accelerator = None
+    if args.fsdp:
+        PartialState(cpu=True)
+        plugin = FullyShardedDataParallelPlugin()  # from the FSDP_* variables accelerate launch set
+        accelerator = Accelerator(cpu=True, fsdp_plugin=plugin)
+        accelerator.state.distributed_type = DistributedType.FSDP
+        PartialState._shared_state["distributed_type"] = DistributedType.FSDP  # AcceleratorState re-reads it
+        accelerator.state.fsdp_plugin = plugin
+    settings = LoopSettings(steps=args.steps, lr=1e-3, ema_decay=0.9, grad_clip=1.0, seed=0, log_every=5,
+                            checkpoint_every=args.checkpoint_every, accumulation=args.accumulation)
+    trained, ema = train(model, loss_fn, settings, args.out / "work", "worker", {"run": "fp"}, accelerator)
     rank = PartialState().process_index
-    save_safetensors_atomic(trained.state_dict(), out / f"rank{rank}.safetensors")
+    if args.fsdp and rank == 0:  # how FSDP cut the model: one shard group per wrapped block
+        from torch.distributed.fsdp import FSDPModule
+
+        groups = sum(isinstance(m, FSDPModule) for m in accelerator._models[0].modules())
+        (args.out / "fsdp_groups.txt").write_text(str(groups))
+    save_safetensors_atomic(trained.state_dict(), args.out / f"rank{rank}.safetensors")
+    save_safetensors_atomic(ema.state_dict(), args.out / f"rank{rank}-ema.safetensors")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main()

@@ -232,6 +232,8 @@ class LatentUNetDenoiser(Denoiser):
         if self.w_conditioned and unet is None:  # zero start: a fresh student equals the teacher's conditional UNet
             torch.nn.init.zeros_(self.unet.time_embedding.cond_proj.weight)
         self.register_buffer("null_embedding", torch.zeros(config["null_embedding_shape"]))
+        # the blocks FSDP shards one by one (accelerate's TRANSFORMER_BASED_WRAP reads this)
+        self._no_split_modules = list(self.unet._no_split_modules or [])
 
     @classmethod
     def from_pipeline(cls, pipe) -> LatentUNetDenoiser:
