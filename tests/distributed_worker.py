@@ -7,7 +7,8 @@ this worker lifts that gate (it sets accelerate's distributed type to FSDP with 
 `accelerate launch --config_file examples/accelerate/fsdp_8gpus.yaml` put in the environment), so
 the loop's FSDP2 path (sharded weights, gathered checkpoints and results) runs on CPU processes (gloo).
 --stop-after K: every rank raises after K optimizer steps, as a crashed run would stop.
---model sd-tiny:DIR: the student UNet of the tiny SD pipeline in DIR (to check how FSDP wraps it).
+--model sd-tiny:DIR: the student UNet of the tiny SD pipeline in DIR (to check how FSDP wraps it);
+--lora R: a LoRA adapter of it trains instead (frozen and trained weights in one shard group).
 """
 import argparse
 from pathlib import Path
@@ -43,7 +44,7 @@ def toy_student():
     return model, loss_fn
 
 
-def sd_tiny_student(folder: str):
+def sd_tiny_student(folder: str, lora_rank: int):
     """The w-conditioned student of a tiny SD pipeline, trained to denoise random latents given
     random text embeddings (what the UNet computes is the real one; the data need not be)."""
     from gdistill.models import make_student
@@ -52,6 +53,8 @@ def sd_tiny_student(folder: str):
     torch.manual_seed(0)
     teacher, _, _ = load_pipeline_teacher(folder)
     model = make_student(teacher)
+    if lora_rank:
+        model.add_lora(lora_rank)
     unet = model.unet.config
 
     def loss_fn(net, generator, device, batch):
@@ -77,9 +80,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--checkpoint-every", type=int, default=1000)
     parser.add_argument("--model", default="toy")
+    parser.add_argument("--lora", type=int, default=0, help="sd-tiny: train a LoRA adapter of this rank")
     args = parser.parse_args()
 
-    model, loss_of_batch = toy_student() if args.model == "toy" else sd_tiny_student(args.model.split(":", 1)[1])
+    model, loss_of_batch = toy_student() if args.model == "toy" else sd_tiny_student(args.model.split(":", 1)[1], args.lora)
     batch, calls = 64 // args.accumulation, []
 
     def loss_fn(net, generator, device):

@@ -4,7 +4,8 @@ gradient all-reduce sums in another order); gradient accumulation likewise. Thro
 2-process `gdistill match` on toy2d writes one run equal to the 1-process run's. Under FSDP2, launched
 with the shipped examples/accelerate/fsdp_8gpus.yaml on 2 CPU processes (the worker lifts accelerate's
 GPU-only gate, see tests/distributed_worker.py): the same weights as 1 process, a crashed run resumes
-bit-identical, its checkpoint resumes in a single process, and the SD UNet is sharded block by block."""
+bit-identical, its checkpoint resumes in a single process, and the SD UNet (whole, or with a LoRA
+adapter) is sharded block by block."""
 import shutil
 import socket
 import subprocess
@@ -124,3 +125,9 @@ def test_fsdp_shards_the_sd_unet_block_by_block(tmp_path):
     sharded, single = weights(tmp_path / "fsdp" / "rank0.safetensors"), weights(tmp_path / "one" / "rank0.safetensors")
     assert_close(sharded, single, atol=1e-4)
     assert max((sharded[k] - v).abs().max() for k, v in weights(tmp_path / "fsdp" / "rank1.safetensors").items()) == 0
+    # a LoRA adapter: frozen and trained weights share the shard groups
+    accelerate_launch(FSDP, 2, worker, tmp_path / "fsdp-lora", "--fsdp", "--model", model, "--lora", 4, "--steps", 4)
+    launch(1, worker, tmp_path / "one-lora", "--model", model, "--lora", 4, "--steps", 4)
+    sharded, single = weights(tmp_path / "fsdp-lora" / "rank0.safetensors"), weights(tmp_path / "one-lora" / "rank0.safetensors")
+    assert_close(sharded, single, atol=1e-4)
+    assert max(v.abs().max() for k, v in sharded.items() if "lora_B" in k) > 1e-3  # the adapter trained (B starts at 0)
