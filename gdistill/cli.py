@@ -59,6 +59,13 @@ def _check_steps(run, manifest: dict, steps: int, allow_any: bool) -> None:
         console.print(f"[yellow]warning:[/] {run} was distilled for {distilled} steps; sampling with {steps}")
 
 
+def _warn_outside_w_range(manifest: dict, w: float) -> None:
+    """A student learned w in its range only; outside it the output is an extrapolation."""
+    w_range = manifest.get("w_range")
+    if w_range and not w_range[0] <= w <= w_range[1]:
+        console.print(f"[yellow]warning:[/] w={w} is outside the trained range [{w_range[0]}, {w_range[1]}]")
+
+
 def _tell_once(message: str) -> None:
     """Print from the main process only: under a distributed launch every process runs the command."""
     from .train import process_state
@@ -225,9 +232,7 @@ def sample(from_run: str = typer.Option(..., "--from", help="A run, a built-in t
         raise GdistillError(f"--label {label} is out of range: {run} has classes 0..{model.num_classes - 1}")
     steps = steps or manifest.get("steps") or 256
     _check_steps(run, manifest, steps, allow_any_steps)
-    w_range = manifest.get("w_range")
-    if w_range and not w_range[0] <= w <= w_range[1]:
-        console.print(f"[yellow]warning:[/] w={w} is outside the trained range [{w_range[0]}, {w_range[1]}]")
+    _warn_outside_w_range(manifest, w)
     if text_model:
         n = n or len(prompt)
         result = sample_prompts(model, manifest, prompt, n, steps, w, sampler, seed, _device(device), negative_prompt)
@@ -356,6 +361,7 @@ def _edit_command(from_run, image, mask, out, prompt, label, strength, steps, w,
     if steps < 1:
         raise GdistillError(f"--steps must be at least 1, got {steps}")
     _check_steps(run, manifest, steps, allow_any_steps)
+    _warn_outside_w_range(manifest, w)
     warn = lambda m: console.print(f"[yellow]warning:[/] {escape(m)}", highlight=False)  # noqa: E731
     space = ModelSpace(model, manifest, _device(device), warn)
     space.conditions(1, label, prompt)  # a wrong --label / missing --prompt fails before any work

@@ -39,7 +39,7 @@ def test_pipeline_writes_runs_with_lineage(pipeline, cli):
 
 def test_sample_npz_and_png(pipeline, cli, tmp_path):
     code, _, err = cli("sample", "--from", pipeline / "pd" / "round-2", "--n", 10, "--w", 2, "--out", tmp_path / "s.npz")
-    assert code == 0 and "4 network calls per sample" in err
+    assert code == 0 and "4 network calls per sample" in err and "outside the trained range" not in err
     arrays = np.load(tmp_path / "s.npz")
     assert arrays["samples"].shape == (10, 2) and arrays["labels"].tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
     code, _, err = cli("sample", "--from", pipeline / "teacher", "--steps", 8, "--n", 8, "--label", 3,
@@ -48,6 +48,8 @@ def test_sample_npz_and_png(pipeline, cli, tmp_path):
     again = tmp_path / "again.npz"
     cli("sample", "--from", pipeline / "pd" / "round-2", "--n", 10, "--w", 2, "--out", again)
     assert np.array_equal(np.load(again)["samples"], arrays["samples"])  # same seed, same samples
+    code, _, err = cli("sample", "--from", pipeline / "pd" / "round-2", "--n", 4, "--w", 6, "--out", tmp_path / "far.npz")
+    assert code == 0 and "warning: w=6.0 is outside the trained range [0.0, 4.0]" in err
 
 
 def test_halve_continues_from_a_round_and_skips_finished_rounds(pipeline, cli):

@@ -158,6 +158,10 @@ def test_latent_edit_and_inpaint(sd_student, tmp_path, cli):
     code, _, err = cli("inpaint", "--from", run, "--image", photo, "--mask", sd_student / "mask.png",
                        "--prompt", "a cat", "--steps", 4, "--out", tmp_path / "filled.png")
     assert code == 0, err
+    assert "outside the trained range" not in err
+    code, _, err = cli("edit", "--from", run, "--image", square, "--prompt", "a cat", "--strength", 0.5, "--steps", 4,
+                       "--w", 20, "--out", tmp_path / "far.png")
+    assert code == 0 and "warning: w=20.0 is outside the trained range [0.0, 14.0]" in err, err
     filled = np.asarray(Image.open(tmp_path / "filled.png"))
     source = np.asarray(Image.open(photo))[:14, :16]  # the same centre crop
     keep = np.asarray(Image.open(sd_student / "mask.png"))[:14, :16] < 128
