@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors.torch import load_file
 
 from .errors import GdistillError, TrainingDiverged
-from .run import LOG, save_safetensors_atomic
+from .run import LOG, save_safetensors_atomic, sha256_file
 
 LossFn = Callable[[torch.nn.Module, torch.Generator, torch.device], tuple[torch.Tensor, dict]]
 
@@ -126,11 +126,14 @@ def _save_checkpoint(folder: Path, step, model, ema, optimizer, scheduler, gener
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
-    save_safetensors_atomic(model_state, partial / "model.safetensors")
-    if ema_state is not None:
-        save_safetensors_atomic(ema_state, partial / "ema.safetensors")
+    weights = {"model.safetensors": model_state, "ema.safetensors": ema_state}
+    for name, tensors in weights.items():
+        if tensors is not None:
+            save_safetensors_atomic(tensors, partial / name)
+    # the state file, written last, records the weights' sha256: a damaged file is found on resume
     state = {"step": step, "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
-             "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "recipe": recipe}
+             "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "recipe": recipe,
+             "files": {name: sha256_file(partial / name) for name, t in weights.items() if t is not None}}
     _atomic_torch_save(state, partial / "state.pt")
     publish_dir(partial, folder)
 
@@ -148,7 +151,15 @@ def _read_checkpoint(folder: Path, recipe: dict, resume: str) -> tuple[Path, dic
     found = _checkpoint_folder(folder)
     if found is None:
         return None
-    state = torch.load(found / "state.pt", weights_only=False)
+    damaged = (f"the checkpoint in {found} is damaged ({{}}): pass --overwrite to start afresh "
+               "(it was written whole, so the disk or another program changed it)")
+    try:
+        state = torch.load(found / "state.pt", weights_only=False)
+    except Exception as error:  # truncated or overwritten: torch raises several kinds
+        raise GdistillError(damaged.format(f"state.pt does not load: {str(error).splitlines()[0]}")) from error
+    for name, digest in state.get("files", {}).items():
+        if not (found / name).is_file() or sha256_file(found / name) != digest:
+            raise GdistillError(damaged.format(f"{name} is missing or does not match its recorded sha256"))
     if resume == "never":
         raise GdistillError(f"{folder.parent} holds a checkpoint at step {state.get('step')} and --resume never was given: "
                             "pass --resume auto to continue it, or --overwrite to start afresh")

@@ -63,7 +63,8 @@ def test_checkpoint_of_another_command_is_refused_naming_the_difference(tmp_path
 
 def test_a_crash_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
     """Fault injection: the second checkpoint dies after its weights were written, before its state
-    file; the first checkpoint still loads, and the resumed run ends bit-identical. Then a crash
+    file; the first checkpoint still loads (its files match their recorded sha256), and the resumed
+    run ends bit-identical. Then a crash
     between the two renames that swap a checkpoint in (the old one moved aside, the new one not yet
     in place) is survived too."""
     import gdistill.train as loop
@@ -87,6 +88,21 @@ def test_a_crash_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path, monk
     resumed, _ = train(_fresh_model(), _loss_fn(), SETTINGS, work, "f", {"run": "fp"})
     for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_a_damaged_checkpoint_is_refused_not_loaded(tmp_path):
+    """Checkpoint files are checked against the sha256 recorded in the state file before resuming."""
+    with pytest.raises(RuntimeError, match="simulated"):
+        train(_fresh_model(), _loss_fn(crash_at=30), SETTINGS, tmp_path, "d", {"run": "fp"})
+    weights = tmp_path / "resume" / "ema.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # one flipped bit pattern in the last weight
+    weights.write_bytes(bytes(data))
+    with pytest.raises(GdistillError, match=r"damaged \(ema.safetensors is missing or does not match its recorded sha256\).*--overwrite"):
+        train(_fresh_model(), _loss_fn(), SETTINGS, tmp_path, "d", {"run": "fp"})
+    (tmp_path / "resume" / "state.pt").write_bytes(b"truncated")
+    with pytest.raises(GdistillError, match=r"damaged \(state.pt does not load"):
+        train(_fresh_model(), _loss_fn(), SETTINGS, tmp_path, "d", {"run": "fp"})
 
 
 def test_nan_loss_stops_with_step_and_terms(tmp_path):
