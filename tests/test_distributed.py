@@ -6,6 +6,7 @@ with the shipped examples/accelerate/fsdp_8gpus.yaml on 2 CPU processes (the wor
 GPU-only gate, see tests/distributed_worker.py): the same weights as 1 process, a crashed run resumes
 bit-identical, its checkpoint resumes in a single process, and the SD UNet (whole, or with a LoRA
 adapter) is sharded block by block."""
+import os
 import shutil
 import socket
 import subprocess
@@ -27,24 +28,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(nproc: int, *args, cwd=ROOT):
-    """`python -m torch.distributed.run --nproc_per_node N ...`: the launcher torch ships."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-               "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *map(str, args)]
-    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+def run_launcher(command: list, expect_failure: bool = False):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", *map(str, command)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert (done.returncode != 0) == expect_failure, done.stderr[-3000:]
     return done
+
+
+def launch(nproc: int, *args):
+    """`python -m torch.distributed.run --nproc_per_node N ...`: the launcher torch ships."""
+    return run_launcher(["torch.distributed.run", "--nproc_per_node", nproc, "--master_addr", "127.0.0.1",
+                         "--master_port", free_port(), *args])
 
 
 def accelerate_launch(config: str, nproc: int, *args, expect_failure: bool = False):
     """`accelerate launch --config_file CONFIG --num_processes N ...`."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / config),
-               "--num_processes", str(nproc), "--main_process_port", str(free_port()), *map(str, args)]
-    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert (done.returncode != 0) == expect_failure, done.stderr[-3000:]
-    return done
+    return run_launcher(["accelerate.commands.launch", "--config_file", ROOT / config, "--num_processes", nproc,
+                         "--main_process_port", free_port(), *args], expect_failure)
 
 
 def weights(path):
