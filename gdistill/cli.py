@@ -436,9 +436,18 @@ def export(run: str = typer.Argument(..., help="A student run of an SD-family te
 
 @app.command()
 def info(run: str = typer.Argument(..., help="A run directory or built-in teacher name.")):
-    """Print a run's manifest summary and its lineage."""
-    from .run import lineage, read_manifest, resolve_run
+    """Print a run's manifest summary and its lineage, or how far an unfinished run got."""
+    from .run import lineage, read_manifest, resolve_run, work_dir_for
+    from .train import checkpoint_in
 
+    work = work_dir_for(Path(run))
+    if not Path(run).exists() and work.is_dir():
+        state = checkpoint_in(work)
+        where = (f"its last checkpoint is at step {state['step']} of {state['recipe'].get('train_steps')}"
+                 if state else "it has no checkpoint yet")
+        Console().print(f"{run} is not finished: {where} (in {work}). Re-run the command that started it to "
+                        "resume, or pass --overwrite to it to start afresh.", soft_wrap=True)
+        return
     path = resolve_run(run)
     m = read_manifest(path)
     out = Console()

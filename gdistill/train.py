@@ -145,6 +145,12 @@ def _checkpoint_folder(folder: Path) -> Path | None:
     return None
 
 
+def checkpoint_in(work: Path) -> dict | None:
+    """The state of the resume checkpoint in a work folder (step, recipe, ...), or None."""
+    found = _checkpoint_folder(work / "resume")
+    return torch.load(found / "state.pt", weights_only=False) if found else None
+
+
 def _read_checkpoint(folder: Path, recipe: dict, resume: str) -> tuple[Path, dict] | None:
     """The checkpoint to resume from, if any, checked against this command's recipe before any
     work is done: a checkpoint of other settings is refused, naming the differences."""

@@ -61,6 +61,9 @@ def test_match_killed_midway_resumes_bit_identical(tmp_path):
     refused = gdistill(*args, "--out", "killed", "--resume", "never", cwd=tmp_path)
     assert refused.wait(timeout=120) == 2 and f"checkpoint at step {step} and --resume never" in refused.stderr.read()
     assert checkpoint_step(tmp_path / ".killed.partial") == step  # refusing touched nothing
+    info = subprocess.run([sys.executable, "-m", "gdistill", "info", "killed"], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert info.returncode == 0 and f"killed is not finished: its last checkpoint is at step {step} of 1500" in info.stdout
     finish(*args, "--out", "killed", "--resume", "auto", cwd=tmp_path)
     assert_same_weights(tmp_path / "whole", tmp_path / "killed")
 
