@@ -443,7 +443,7 @@ def info(run: str = typer.Argument(..., help="A run directory or built-in teache
     work = work_dir_for(Path(run))
     if not Path(run).exists() and work.is_dir():
         state = checkpoint_in(work)
-        where = (f"its last checkpoint is at step {state['step']} of {state['recipe'].get('train_steps')}"
+        where = (f"its last checkpoint is at step {state['step']} of {(state.get('recipe') or {}).get('train_steps', '?')}"
                  if state else "it has no checkpoint yet")
         Console().print(f"{run} is not finished: {where} (in {work}). Re-run the command that started it to "
                         "resume, or pass --overwrite to it to start afresh.", soft_wrap=True)
