@@ -145,18 +145,8 @@ def _checkpoint_folder(folder: Path) -> Path | None:
     return None
 
 
-def checkpoint_in(work: Path) -> dict | None:
-    """The state of the resume checkpoint in a work folder (step, recipe, ...), or None."""
-    found = _checkpoint_folder(work / "resume")
-    return torch.load(found / "state.pt", weights_only=False) if found else None
-
-
-def _read_checkpoint(folder: Path, recipe: dict, resume: str) -> tuple[Path, dict] | None:
-    """The checkpoint to resume from, if any, checked against this command's recipe before any
-    work is done: a checkpoint of other settings is refused, naming the differences."""
-    found = _checkpoint_folder(folder)
-    if found is None:
-        return None
+def _load_state(found: Path) -> dict:
+    """A checkpoint's state file, after checking its weight files against the sha256 it records."""
     damaged = (f"the checkpoint in {found} is damaged ({{}}): pass --overwrite to start afresh "
                "(it was written whole, so the disk or another program changed it)")
     try:
@@ -166,6 +156,22 @@ def _read_checkpoint(folder: Path, recipe: dict, resume: str) -> tuple[Path, dic
     for name, digest in state.get("files", {}).items():
         if not (found / name).is_file() or sha256_file(found / name) != digest:
             raise GdistillError(damaged.format(f"{name} is missing or does not match its recorded sha256"))
+    return state
+
+
+def checkpoint_in(work: Path) -> dict | None:
+    """The state of the resume checkpoint in a work folder (step, recipe, ...), or None."""
+    found = _checkpoint_folder(work / "resume")
+    return _load_state(found) if found else None
+
+
+def _read_checkpoint(folder: Path, recipe: dict, resume: str) -> tuple[Path, dict] | None:
+    """The checkpoint to resume from, if any, checked against this command's recipe before any
+    work is done: a checkpoint of other settings is refused, naming the differences."""
+    found = _checkpoint_folder(folder)
+    if found is None:
+        return None
+    state = _load_state(found)
     if resume == "never":
         raise GdistillError(f"{folder.parent} holds a checkpoint at step {state.get('step')} and --resume never was given: "
                             "pass --resume auto to continue it, or --overwrite to start afresh")
