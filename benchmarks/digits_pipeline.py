@@ -9,7 +9,9 @@ Then one `gdistill eval` sweep: the shipped teacher with guided DDIM at 256/64/1
 a step) and the student of every round at its own steps (1 call a step), w in 0, 1, 2, 4, all from
 the same seed and labels, scored offline against the 1,797 real digits with the shipped digits
 classifier (gdistill.metrics.digits; not Inception): digits-FD (Fréchet distance of its 64-dim
-penultimate features), digits-IS, class accuracy, and calls and milliseconds per image.
+penultimate features) to the real digits and to the teacher's own 256-step samples (eval --to-teacher),
+digits-IS, class accuracy, and calls and milliseconds per image; and the Stage-1 model's effective
+guidance (`gdistill info --w-eff`).
 Writes benchmarks/results/digits_pipeline.md (training times, the table, the commands) and the eval
 report folder benchmarks/results/digits_eval/ (CSV, JSON, plots, sample grids).
 """
@@ -71,6 +73,9 @@ def main() -> None:
                 "--fid", "--isc", "--n", str(args.n), "--device", args.device, "--out", str(report), "--overwrite"]
     run(gd + eval_cmd)
     rows = json.loads((report / "report.json").read_text())["rows"]
+    weff_cmd = ["info", str(work / "stage1"), "--w-eff", "--w", args.w, "--n", "1024", "--json"]
+    print("+", " ".join(gd + weff_cmd), flush=True)
+    weff = json.loads(subprocess.run(gd + weff_cmd, check=True, capture_output=True, text=True).stdout)
 
     command = command_line(parser, args, "benchmarks/digits_pipeline.py")
     lines = ["# Digits pipeline benchmark", "", f"Command: `{command}`, which runs", "",
@@ -81,12 +86,19 @@ def main() -> None:
     lines += ["| stage (default settings, 2 CPU cores) | training minutes |", "|---|---|"]
     lines += [f"| {k} | {v / 60:.1f} |" for k, v in timings.items()]
     lines += [f"| **stage 1 + 6 rounds (256 -> 4 steps)** | **{stage1_and_6_rounds / 60:.1f}** |", ""]
-    lines += ["| model | steps | w | calls / image | digits-FD | digits-IS | class accuracy | ms / image |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["Effective guidance of the Stage-1 model against the teacher (`gdistill " + " ".join(weff_cmd) +
+              "`; the teacher's own guided prediction gives exactly w):", "",
+              "| w | " + " | ".join(k.replace("w_eff ", "") for k in weff[0] if k != "w") + " |",
+              "|---|" + "---|" * (len(weff[0]) - 1)]
+    lines += ["| " + " | ".join(f"{v:g}" if k == "w" else f"{v:.3f}" for k, v in r.items()) + " |" for r in weff]
+    lines += ["", "digits-FD to teacher: to the teacher's own 256-step guided samples at the same w (seed 1): the "
+              "distillation error, apart from the teacher's own quality (a teacher row shows the noise floor).", ""]
+    lines += ["| model | steps | w | calls / image | digits-FD | digits-FD to teacher | digits-IS | class accuracy | ms / image |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for w in sorted({r["w"] for r in rows}):
         lines += [f"| {r['model']} | {r['steps']} | {r['w']:g} | {r['calls_per_image']} | {r['digits_fd']:.2f} | "
-                  f"{r['digits_is']:.3f} | {r['class_accuracy']:.3f} | {r['seconds_per_image'] * 1000:.2f} |"
-                  for r in rows if r["w"] == w]
+                  f"{r['digits_fd_to_teacher']:.2f} | {r['digits_is']:.3f} | {r['class_accuracy']:.3f} | "
+                  f"{r['seconds_per_image'] * 1000:.2f} |" for r in rows if r["w"] == w]
     lines += ["", f"Plots and sample grids: {report.relative_to(out)}/ (fd_vs_w.png, fd_is_tradeoff.png, "
               "fd_vs_calls.png, grids/)."]
     write_report(out / f"digits_pipeline{suffix}.md", lines)

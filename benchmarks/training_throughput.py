@@ -62,7 +62,7 @@ def bare_steps_per_s(model, loss_of_batch, steps: int, ema_decay: float, device:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         if ema is not None:
-            ema.update(model)
+            ema.update(model, step + 1)
     sync(device)
     return steps / (time.perf_counter() - start)
 

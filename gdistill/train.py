@@ -61,19 +61,29 @@ def _atomic_torch_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def ema_decay_at(decay: float, update: int) -> float:
+    """The EMA's decay at its n-th update, warmed up: min(decay, (1 + n) / (10 + n)). Without the
+    warm-up a run of S steps keeps decay^S of its weight on the starting weights (13.5 % for 0.999
+    over 2,000 steps: for a Stage-1 student, the w-blind teacher); with it, a negligible share."""
+    return min(decay, (1 + update) / (10 + update))
+
+
 class ShadowWeights:
-    """The EMA of the weights that train: w_ema <- decay * w_ema + (1 - decay) * w. It holds what
-    the process holds of them: whole tensors, or under FSDP this process's shards (DTensors)."""
+    """The EMA of the weights that train: w_ema <- d_n * w_ema + (1 - d_n) * w, with the warmed-up
+    decay d_n = ema_decay_at(decay, n). It holds what the process holds of them: whole tensors, or
+    under FSDP this process's shards (DTensors)."""
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = decay
         self.shadow = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
     @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
+    def update(self, model: torch.nn.Module, update: int) -> None:
+        """The n-th update (n = 1, 2, ...: the optimizer step just taken)."""
+        decay = ema_decay_at(self.decay, update)
         for name, p in model.named_parameters():
             if name in self.shadow:
-                self.shadow[name].lerp_(p.detach(), 1 - self.decay)
+                self.shadow[name].lerp_(p.detach(), 1 - decay)
 
     def full_state(self, model_state: dict) -> dict:
         """The EMA model's whole state dict: the model's with the averaged weights in place (the
@@ -304,11 +314,11 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            done = step + 1
             if ema is not None:
-                ema.update(inner)
+                ema.update(inner, done)
             window_loss += step_loss
             window_n += 1
-            done = step + 1
             if done % settings.log_every == 0 or done == settings.steps:
                 rate = window_n / max(time.perf_counter() - window_start, 1e-9)
                 record = {"step": done, "loss": window_loss / window_n, "lr": scheduler.get_last_lr()[0],

@@ -1,15 +1,17 @@
 """Proof that distillation works, on toy2d whose true distribution is known: the shipped toy2d
 teacher, matched (Stage 1) and halved from 256 down to 4 steps with the default settings, matches the
 teacher's 256-step guided samples far better than the teacher's own 4-step guided DDIM does, at every
-w in the range. Distances are class-conditional energy distances on 2,000 samples (500 a class);
+w in the range, and its Stage-1 model applies the guidance it is asked for at both ends of the range. Distances are class-conditional energy distances on 2,000 samples (500 a class);
 the noise floor is the teacher against itself with another seed."""
 import pytest
 
 from gdistill.config import HalveConfig, MatchConfig
+from gdistill.data import load_dataset
 from gdistill.metrics import class_energy_distance
 from gdistill.run import load_model
 from gdistill.stages.halve import halve
 from gdistill.stages.match import match
+from gdistill.tasks.guidance import effective_guidance_table
 from gdistill.tasks.sample import cycle_labels, sample
 
 N = 2000
@@ -18,6 +20,12 @@ N = 2000
 @pytest.mark.slow
 def test_four_step_student_matches_256_step_guided_teacher(tmp_path):
     match(MatchConfig(teacher="toy2d", out=str(tmp_path / "s1")))
+    # Stage 1 learned the whole w range: its effective guidance is within 10 % of w at w_max, and
+    # within 0.1 (10 % of one unit of guidance) of w_min = 0, where a relative bound means nothing.
+    stage1, s1_manifest, _ = load_model(tmp_path / "s1")
+    rows = effective_guidance_table(stage1, load_model("toy2d")[0], load_dataset(s1_manifest["dataset"]), [0.0, 4.0], n=512)
+    print("stage-1 w_eff at w = 0, 4:", [round(r.w_eff["all"], 3) for r in rows], [r.w_eff for r in rows])
+    assert abs(rows[0].w_eff["all"]) <= 0.1 and abs(rows[1].w_eff["all"] / 4.0 - 1) <= 0.1, rows
     rounds = halve(HalveConfig(from_run=str(tmp_path / "s1"), out=str(tmp_path / "pd"), rounds=6))
     teacher, _, _ = load_model("toy2d")
     student, manifest, _ = load_model(rounds[-1])

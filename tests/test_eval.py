@@ -101,7 +101,7 @@ def test_reference_features_are_cached_by_content(tmp_path):
 
 def test_sweep_has_a_row_per_combination_with_the_right_call_counts(rounds, cli, tmp_path):
     out = tmp_path / "report"
-    code, stdout, err = cli("eval", "--from", rounds / "pd", "--teacher-steps", "2,4", "--w", "0,2",
+    code, stdout, err = cli("eval", "--to-teacher", 0, "--from", rounds / "pd", "--teacher-steps", "2,4", "--w", "0,2",
                             "--sampler", "deterministic,stochastic", "--fid", "--isc", "--kid", "--ed",
                             "--n", 80, "--out", out, "--cache-dir", tmp_path / "cache", "--device", "cpu", "--json")
     assert code == 0, err
@@ -127,13 +127,13 @@ def test_sweep_has_a_row_per_combination_with_the_right_call_counts(rounds, cli,
     assert not (tmp_path / ".report.partial").exists()
     # the reference features were computed once and are reused
     assert len(list((tmp_path / "cache").iterdir())) == 1
-    code, _, err = cli("eval", "--from", rounds / "pd" / "round-2", "--w", 1, "--n", 80, "--out", tmp_path / "again",
+    code, _, err = cli("eval", "--to-teacher", 0, "--from", rounds / "pd" / "round-2", "--w", 1, "--n", 80, "--out", tmp_path / "again",
                        "--cache-dir", tmp_path / "cache", "--device", "cpu")
     assert code == 0 and "features from the cache" in err
 
 
 def test_same_seed_same_numbers(rounds, cli, tmp_path):
-    args = ["--from", rounds / "pd" / "round-2", "--w", 1, "--n", 70, "--fid", "--cache-dir", tmp_path / "c",
+    args = ["--from", rounds / "pd" / "round-2", "--w", 1, "--n", 70, "--fid", "--to-teacher", 0, "--cache-dir", tmp_path / "c",
             "--device", "cpu", "--json"]
     first = json.loads(cli("eval", *args, "--out", tmp_path / "a")[1])
     second = json.loads(cli("eval", *args, "--out", tmp_path / "b")[1])
@@ -142,8 +142,30 @@ def test_same_seed_same_numbers(rounds, cli, tmp_path):
         (tmp_path / "b" / "grids").iterdir().__next__().read_bytes()
 
 
+def test_every_row_is_also_scored_against_the_teachers_own_samples(rounds, cli, tmp_path):
+    """--to-teacher: each distance gets a *_to_teacher twin, against the guided teacher at the same w
+    (its steps, another seed). The teacher's own rows show the noise floor, and the teacher at more
+    steps is closer to its many-step samples than at fewer."""
+    code, stdout, err = cli("eval", "--from", rounds / "pd", "--teacher-steps", "2,16", "--to-teacher", 16, "--w", "1",
+                            "--fid", "--kid", "--ed", "--n", 100, "--out", tmp_path / "r", "--cache-dir", tmp_path / "c", "--json")
+    assert code == 0, err
+    rows = json.loads(stdout)
+    for r in rows:
+        assert {"digits_fd_to_teacher", "digits_kid_to_teacher", "class_ed_to_teacher"} <= set(r)
+        assert r["digits_fd_to_teacher"] >= 0 and np.isfinite(r["class_ed_to_teacher"])
+    by_model = {(r["model"], r["steps"]): r for r in rows}
+    assert by_model["teacher", 16]["digits_fd_to_teacher"] < by_model["teacher", 2]["digits_fd_to_teacher"]
+    # the same reference samples serve every row: the reference columns do not change with it on
+    code, stdout_off, err = cli("eval", "--from", rounds / "pd", "--teacher-steps", "2,16", "--to-teacher", 0, "--w", "1",
+                                "--fid", "--kid", "--ed", "--n", 100, "--out", tmp_path / "off", "--cache-dir", tmp_path / "c", "--json")
+    off = json.loads(stdout_off)
+    assert [r["digits_fd"] for r in off] == [r["digits_fd"] for r in rows]
+    assert not any(k.endswith("_to_teacher") for k in off[0])
+    assert "to the guided teacher's samples at the same w (16 steps, seed 1)" in (tmp_path / "r" / "report.md").read_text()
+
+
 def test_toy2d_is_scored_by_energy_distance_to_exact_samples(cli, tmp_path):
-    code, stdout, err = cli("eval", "--from", "toy2d", "--teacher-steps", "2,64", "--w", 1, "--n", 400,
+    code, stdout, err = cli("eval", "--to-teacher", 0, "--from", "toy2d", "--teacher-steps", "2,64", "--w", 1, "--n", 400,
                             "--out", tmp_path / "r", "--device", "cpu", "--json")
     assert code == 0, err
     rows = json.loads(stdout)
@@ -163,7 +185,7 @@ def test_a_metric_that_cannot_be_computed_exits_1_with_the_report(rounds, cli, t
     work.mkdir()
     kept = {k: v for k, v in manifest.items() if k not in ("files", "gdistill_version", "created")}
     commit_run(work, tmp_path / "broken", kept, {WEIGHTS: state})
-    code, _, err = cli("eval", "--from", tmp_path / "broken", "--w", 1, "--n", 70, "--out", tmp_path / "r",
+    code, _, err = cli("eval", "--to-teacher", 0, "--from", tmp_path / "broken", "--w", 1, "--n", 70, "--out", tmp_path / "r",
                        "--cache-dir", tmp_path / "c", "--device", "cpu")
     assert code == 1 and "could not be computed" in err
     assert "n/a" in (tmp_path / "r" / "report.md").read_text()
@@ -181,19 +203,19 @@ def test_a_metric_that_cannot_be_computed_exits_1_with_the_report(rounds, cli, t
 def test_bad_input_gives_one_line_and_no_report(rounds, cli, tmp_path, args, message):
     (tmp_path / "empty").mkdir()
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    code, _, err = cli("eval", "--from", rounds / "pd" / "round-2", "--fid", "--out", tmp_path / "report",
+    code, _, err = cli("eval", "--to-teacher", 0, "--from", rounds / "pd" / "round-2", "--fid", "--out", tmp_path / "report",
                        "--cache-dir", tmp_path / "cache", "--device", "cpu", *args)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "report").exists() and not (tmp_path / ".report.partial").exists()
 
 
 def test_bad_runs_and_existing_output(rounds, cli, tmp_path):
-    code, _, err = cli("eval", "--from", tmp_path / "nothing", "--out", tmp_path / "r")
+    code, _, err = cli("eval", "--to-teacher", 0, "--from", tmp_path / "nothing", "--out", tmp_path / "r")
     assert code == 2 and "does not exist" in err
     (tmp_path / "r").mkdir()
-    code, _, err = cli("eval", "--from", rounds / "pd", "--out", tmp_path / "r")
+    code, _, err = cli("eval", "--to-teacher", 0, "--from", rounds / "pd", "--out", tmp_path / "r")
     assert code == 2 and "--overwrite" in err
-    code, _, err = cli("eval", "--from", "toy2d", "--fid", "--out", tmp_path / "r2")
+    code, _, err = cli("eval", "--to-teacher", 0, "--from", "toy2d", "--fid", "--out", tmp_path / "r2")
     assert code == 2 and "use --ed" in err
 
 
@@ -239,16 +261,16 @@ def test_clip_score_from_a_local_folder(tiny_clip):
 def test_eval_clip_column_and_offline_error(rounds, tiny_clip, cli, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(f"a handwritten {k}" for k in range(10)))
-    code, stdout, err = cli("eval", "--from", rounds / "pd" / "round-2", "--clip", "--clip-model", tiny_clip,
+    code, stdout, err = cli("eval", "--to-teacher", 0, "--from", rounds / "pd" / "round-2", "--clip", "--clip-model", tiny_clip,
                             "--prompts", prompts, "--w", 1, "--n", 20, "--out", tmp_path / "r", "--device", "cpu", "--json")
     assert code == 0, err
     (row,) = json.loads(stdout)
     assert 0 <= row["clip_score"] <= 100
     prompts.write_text("only one prompt\n")
-    code, _, err = cli("eval", "--from", rounds / "pd" / "round-2", "--clip", "--clip-model", tiny_clip,
+    code, _, err = cli("eval", "--to-teacher", 0, "--from", rounds / "pd" / "round-2", "--clip", "--clip-model", tiny_clip,
                        "--prompts", prompts, "--out", tmp_path / "r2", "--device", "cpu")
     assert code == 2 and "one prompt per class" in err
-    code, _, err = cli("eval", "--from", rounds / "pd" / "round-2", "--clip", "--clip-model", "nobody/no-such-clip",
+    code, _, err = cli("eval", "--to-teacher", 0, "--from", rounds / "pd" / "round-2", "--clip", "--clip-model", "nobody/no-such-clip",
                        "--out", tmp_path / "r3", "--device", "cpu")
     assert code == 2 and "--clip-model DIR" in err and len(err.strip().splitlines()) == 1
 
@@ -276,18 +298,18 @@ def test_inception_metrics_through_torch_fidelity(rounds, cli, tmp_path, monkeyp
     torch.save(FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(empty)).state_dict(), weights)
     monkeypatch.undo()
     folder = write_digit_folder(tmp_path / "ref", per_class=20, classes=range(10))
-    code, stdout, err = cli("eval", "--from", rounds / "pd" / "round-2", "--isc", "--kid", "--ref", folder,
+    code, stdout, err = cli("eval", "--to-teacher", 0, "--from", rounds / "pd" / "round-2", "--isc", "--kid", "--ref", folder,
                             "--inception-weights", weights, "--w", 1, "--n", 60, "--out", tmp_path / "r",
                             "--cache-dir", tmp_path / "cache", "--json")
     assert code == 0, err
     (row,) = json.loads(stdout)
     assert row["is"] >= 1 and np.isfinite(row["kid"])
     assert (tmp_path / "cache" / "torch-fidelity").is_dir()  # the reference's statistics, cached
-    code, _, err = cli("eval", "--from", rounds / "pd" / "round-2", "--fid", "--ref", folder,
+    code, _, err = cli("eval", "--to-teacher", 0, "--from", rounds / "pd" / "round-2", "--fid", "--ref", folder,
                        "--inception-weights", weights, "--n", 60, "--out", tmp_path / "r2")
     assert code == 2 and "more than 2048 samples" in err
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-hub"))
-    code, _, err = cli("eval", "--from", rounds / "pd" / "round-2", "--isc", "--ref", folder, "--n", 60,
+    code, _, err = cli("eval", "--to-teacher", 0, "--from", rounds / "pd" / "round-2", "--isc", "--ref", folder, "--n", 60,
                        "--out", tmp_path / "r3")
     if code != 0:  # offline: the message names the file and the option
         assert code == 2 and "--inception-weights PATH" in err and "weights-inception-2015-12-05" in err
@@ -300,7 +322,7 @@ def test_inception_metrics_say_what_to_install_where_torch_fidelity_is_missing(r
     except Exception:
         pass
     folder = write_digit_folder(tmp_path / "ref")
-    code, _, err = cli("eval", "--from", rounds / "pd" / "round-2", "--isc", "--ref", folder, "--out", tmp_path / "r")
+    code, _, err = cli("eval", "--to-teacher", 0, "--from", rounds / "pd" / "round-2", "--isc", "--ref", folder, "--out", tmp_path / "r")
     assert code == 2 and "gdistill[fid]" in err and not (tmp_path / "r").exists()
 
 

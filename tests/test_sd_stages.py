@@ -232,14 +232,14 @@ def test_bad_input_is_one_line_and_writes_nothing(sd, tmp_path, cli, args, messa
 
 def test_eval_scores_text_runs_from_prompts_against_their_teacher(sd, tmp_path, cli):
     (tmp_path / "prompts.txt").write_text("red fox\nsnow\n")
-    code, out, err = cli("eval", "--from", sd["root"] / "pd", "--teacher-steps", 4, "--w", 2, "--n", 8, "--ed",
+    code, out, err = cli("eval", "--from", sd["root"] / "pd", "--teacher-steps", 4, "--to-teacher", 8, "--w", 2, "--n", 8, "--ed",
                          "--prompts", tmp_path / "prompts.txt", "--ref", sd["captions"], "--json",
                          "--out", tmp_path / "report")
     assert code == 0, err
     rows = json.loads(out[out.index("["):])
     assert [(r["model"], r["steps"], r["calls_per_image"]) for r in rows] == \
         [("teacher", 4, 8), ("round-1", 4, 4), ("round-2", 2, 2)]
-    assert all(np.isfinite(r["ed"]) and r["ed"] >= 0 for r in rows)
+    assert all(np.isfinite(r["ed"]) and r["ed"] >= 0 and np.isfinite(r["ed_to_teacher"]) for r in rows)
     assert len(list((tmp_path / "report" / "grids").glob("*.png"))) == 3
     code, _, err = cli("eval", "--from", sd["root"] / "pd", "--ed", "--ref", sd["captions"], "--out", tmp_path / "r2")
     assert code == 2 and "--prompts FILE" in err and not (tmp_path / "r2").exists()

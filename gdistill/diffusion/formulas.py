@@ -72,6 +72,14 @@ def guided(cond, uncond, w):
     return (1 + w) * cond - w * uncond
 
 
+def effective_guidance(prediction, cond, uncond) -> float:
+    """The guidance strength a prediction shows along the teacher's guidance direction d = x_c - x_u,
+    fitted by least squares over the batch: w_eff = sum <x - x_c, d> / sum |d|^2. The teacher's own
+    guided prediction (1 + w) x_c - w x_u gives exactly w."""
+    direction = (cond - uncond).double()
+    return float(((prediction - cond).double() * direction).sum() / direction.pow(2).sum())
+
+
 # --- samplers' single steps ------------------------------------------------------------------
 def ddim_step(z_t, x, a_t, s_t, a_s, s_s):
     """z_s = a_s x + s_s (z_t - a_t x) / s_t; at s = 0 (a_s = 1, s_s = 0) this is exactly x."""

@@ -1,7 +1,7 @@
 """Reference sets for `gdistill eval --ref`, and a cache of their features keyed by content hash.
 
 A reference is a built-in dataset (digits: sklearn's real digits; toy2d: exact samples of the known
-mixture) or an image folder, flat or laid out as DIR/<class>/*.png (then its classes are labels).
+mixture), the test split of Fashion-MNIST or another MNIST-format folder, or an image folder, flat or laid out as DIR/<class>/*.png (then its classes are labels).
 Images are loaded at the samples' size and channel count, in [-1, 1], so every metric sees both
 sets alike.
 """
@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from ..data import IMAGE_SUFFIXES, Toy2D, digits, read_images
+from ..data import IMAGE_SUFFIXES, Toy2D, dataset_spec, digits, idx_folder, is_idx_folder, read_images
 from ..errors import GdistillError
 from ..run import save_safetensors_atomic, sha256_file
 
@@ -37,7 +37,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gdistill"
 
 
-def _tensor_hash(*tensors: torch.Tensor) -> str:
+def tensor_hash(*tensors: torch.Tensor) -> str:
     h = hashlib.sha256()
     for t in tensors:
         h.update(t.contiguous().numpy().tobytes())
@@ -48,12 +48,31 @@ def load_reference(arg: str, sample_shape: tuple[int, ...]) -> ReferenceSet:
     """The reference named by --ref, shaped like samples of `sample_shape`."""
     if arg == "digits" and not Path(arg).exists():
         data = digits()
-        return ReferenceSet("digits", data.x, data.labels, _tensor_hash(data.x, data.labels))
+        return ReferenceSet("digits", data.x, data.labels, tensor_hash(data.x, data.labels))
     if arg == "toy2d" and not Path(arg).exists():
         labels = torch.arange(TOY2D_REFERENCE_SIZE) % Toy2D.num_classes
         points = Toy2D().sample(labels, torch.Generator().manual_seed(0))
-        return ReferenceSet("toy2d", points, labels, _tensor_hash(points, labels))
+        return ReferenceSet("toy2d", points, labels, tensor_hash(points, labels))
+    if arg == "fashion-mnist" or arg.startswith("fashion-mnist:") or is_idx_folder(Path(arg)):
+        # the test split: the reference FID is measured against on MNIST-format data
+        size = sample_shape[-1] if len(sample_shape) == 3 else None
+        data = idx_folder(dataset_spec(arg, size, split="test"))
+        if len(sample_shape) != 3 or data.data_shape[0] != sample_shape[0]:
+            raise GdistillError(f"--ref {arg} holds grey {data.data_shape[1]}x{data.data_shape[2]} images, and the run "
+                                f"makes {tuple(sample_shape)}-shaped samples: pass a reference like the samples")
+        return ReferenceSet(arg, data.x, data.labels, tensor_hash(data.x, data.labels))
     return _image_folder(Path(arg), sample_shape)
+
+
+def default_reference(dataset: dict) -> str | None:
+    """The --ref that stands for a run's training data: the same built-in or folder (the test
+    split for MNIST-format data)."""
+    name = dataset.get("name")
+    if name in ("folder", "idx"):
+        return dataset.get("path")
+    if name == "fashion-mnist":
+        return f"fashion-mnist:{dataset['path']}"
+    return name
 
 
 def _image_folder(root: Path, sample_shape: tuple[int, ...]) -> ReferenceSet:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-FD_COLUMNS = ("fid", "digits_fd")  # Inception FID, else the digits classifier's
+FD_COLUMNS = ("fid", "digits_fd", "fashion_fd")  # Inception FID, else a shipped classifier's
 IS_COLUMNS = ("is", "digits_is")
 SETTING_COLUMNS = ("run", "model", "sampler", "steps", "w", "calls_per_image", "seconds_per_image", "n", "seed")
 
@@ -39,7 +39,12 @@ def write_tables(rows: list[dict], folder: Path, settings: dict) -> None:
     (folder / "report.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=1) + "\n")
     lines = [f"# gdistill eval: {settings.get('command', '')}", "",
              f"Reference: {settings.get('ref')}; {settings.get('n')} samples a row, seed {settings.get('seed')}, "
-             f"device {settings.get('device')}.", "",
+             f"device {settings.get('device')}." + (
+                 f" Columns *_to_teacher: distance to the guided teacher's samples at the same w "
+                 f"({settings['to_teacher_steps']} steps, seed {settings.get('seed', 0) + 1})."
+                 if settings.get("to_teacher_steps") else ""), ""]
+    lines += [f"{column}: n/a in every row: {why}.  " for column, why in (settings.get("unavailable") or {}).items()]
+    lines += ["",
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_fmt(r[c]) for c in columns) + " |" for r in rows]
     (folder / "report.md").write_text("\n".join(lines) + "\n")

@@ -14,11 +14,20 @@ from ..diffusion.formulas import PredictX, alpha_sigma_like
 from ..errors import GdistillError
 
 
+# How pixel and toy students scale w before its sinusoidal features (sin/cos of scale * w * f, with
+# frequencies f from 1 down to 1e-4). Runs made before the scale was recorded in the model config
+# used 1000, as for the timestep: over w in [0, 4] most features then turn many times and nearby w
+# look unrelated (close to a hash of w). At 1 every feature is a smooth function of w; on toy2d it
+# brought Stage 1's effective guidance at w = 0 / 4 from 0.10 / 3.93 to 0.06 / 3.97 (docs/pipeline.md).
+LEGACY_W_SCALE = 1000.0
+STUDENT_W_SCALE = 1.0
+
+
 class GuidanceEmbedding(nn.Module):
     """The student's w-input: w -> sinusoidal features (as for the timestep) -> small MLP whose last
     layer starts at zero, added to the time embedding. Zero start => fresh student == teacher(cond)."""
 
-    def __init__(self, features: int, out_dim: int, scale: float = 1000.0):
+    def __init__(self, features: int, out_dim: int, scale: float = LEGACY_W_SCALE):
         super().__init__()
         self.features, self.scale = features, scale
         self.mlp = TimestepEmbedding(features, out_dim)

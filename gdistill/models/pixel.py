@@ -10,7 +10,7 @@ from __future__ import annotations
 from diffusers import UNet2DModel
 from torch import nn
 
-from .base import Denoiser, GuidanceEmbedding
+from .base import LEGACY_W_SCALE, Denoiser, GuidanceEmbedding
 
 PIXEL_DEFAULTS = {
     "kind": "pixel-unet",
@@ -43,7 +43,7 @@ class PixelUNetDenoiser(Denoiser):
         time_dim = channels[0] * 4
         self.label_embedding = nn.Embedding(self.num_classes + 1, time_dim)
         if self.w_conditioned:
-            self.w_embedding = GuidanceEmbedding(channels[0], time_dim)
+            self.w_embedding = GuidanceEmbedding(channels[0], time_dim, config.get("w_embedding_scale", LEGACY_W_SCALE))
 
     @property
     def data_shape(self):

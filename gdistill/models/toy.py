@@ -4,7 +4,7 @@ from __future__ import annotations
 from diffusers.models.embeddings import TimestepEmbedding, get_timestep_embedding
 from torch import nn
 
-from .base import Denoiser, GuidanceEmbedding
+from .base import LEGACY_W_SCALE, Denoiser, GuidanceEmbedding
 
 TOY_DEFAULTS = {"kind": "toy-mlp", "dim": 2, "hidden": 128, "depth": 3}
 
@@ -20,7 +20,7 @@ class ToyMLPDenoiser(Denoiser):
         self.time_embedding = TimestepEmbedding(self.time_features, hidden)
         self.label_embedding = nn.Embedding(self.num_classes + 1, hidden)
         if self.w_conditioned:
-            self.w_embedding = GuidanceEmbedding(self.time_features, hidden)
+            self.w_embedding = GuidanceEmbedding(self.time_features, hidden, config.get("w_embedding_scale", LEGACY_W_SCALE))
         self.inp = nn.Linear(dim, hidden)
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))

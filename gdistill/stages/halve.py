@@ -75,7 +75,7 @@ def halving_loss(teacher, data, config, steps: int, w_min: float, w_max: float):
         teacher.as_frozen_teacher(device)
         batch = micro_batch(config)
         x, labels, eps = draw_batch(data, batch, generator, device)
-        w = draw_w(batch, w_min, w_max, generator).to(device)
+        w = draw_w(batch, w_min, w_max, generator, config.w_end_fraction).to(device)
         i = torch.randint(1, steps + 1, (batch,), generator=generator)[process_share(batch)]
         t = (i.float() / steps).to(device)  # t = i / N
         a, s = alpha_sigma_like(schedule, t, x)

@@ -43,7 +43,7 @@ def match(config: MatchConfig) -> Path:
         teacher.as_frozen_teacher(device)
         batch = micro_batch(config)
         x, labels, eps = draw_batch(data, batch, generator, device)
-        w = draw_w(batch, config.w_min, config.w_max, generator).to(device)
+        w = draw_w(batch, config.w_min, config.w_max, generator, config.w_end_fraction).to(device)
         t = draw_t(schedule, batch, generator).to(device)
         a, s = alpha_sigma_like(schedule, t, x)
         z = diffuse(x, eps, a, s)

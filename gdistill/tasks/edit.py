@@ -34,7 +34,7 @@ from ..data import IMAGE_SUFFIXES
 from ..diffusion import snap_strength
 from ..errors import GdistillError
 from ..models import Denoiser
-from ..run import prepare_output, publish_dir
+from ..run import check_writable, prepare_output, publish_dir
 from .sample import Guide, SampleResult, sample, to_uint8_images
 
 
@@ -208,6 +208,7 @@ def check_output(out: Path, single: bool, overwrite: bool) -> None:
                             "pass a folder name, not a file name")
     if out.exists() and not overwrite:
         raise GdistillError(f"{out} already exists: pass --overwrite to replace it, or choose another --out")
+    check_writable(out)
 
 
 def write_outputs(results: list[tuple[str, SampleResult]], out: Path, overwrite: bool) -> Path:

@@ -9,6 +9,9 @@ Metrics, by the feature network that the reference calls for:
   is, kid);
 - 8x8 digits against `--ref digits`: the same formulas on the shipped digits classifier (columns
   digits_fd, digits_is, digits_kid, and class_accuracy), offline;
+- images against Fashion-MNIST's test split (`--ref fashion-mnist`): the shipped Fashion-MNIST
+  classifier's fashion_fd and class_accuracy in every row, offline, beside Inception's when asked
+  (with --inception-weights, a TorchScript Inception file, they need no torch-fidelity);
 - any data: the energy distance to the reference in data space (--ed; class-conditional, column
   class_ed, where the reference has classes), which is the metric for toy2d's 2-D points;
 - CLIP score (--clip) of images against prompts (a file, or the run's class names).
@@ -27,13 +30,16 @@ import torch
 
 from ..errors import GdistillError
 from ..metrics import class_energy_distance, energy_distance, frechet_distance_of
-from ..metrics.reference import FeatureCache, ReferenceSet, load_reference
+from ..metrics.reference import FeatureCache, ReferenceSet, load_reference, tensor_hash
 from ..metrics.scores import inception_score, kernel_distance
 from ..models import Denoiser
 from ..run import MANIFEST, load_model, prepare_output, publish_dir, resolve_run
 from .sample import SampleResult, cycle_labels, sample, sample_prompts, save_samples
 
 METRIC_FLAGS = ("fid", "isc", "kid", "clip", "ed")
+# Columns that measure a distance between sample sets: each gets a twin against the teacher's samples.
+DISTANCE_COLUMNS = ("digits_fd", "digits_kid", "fashion_fd", "fid", "kid", "class_ed", "ed")
+TO_TEACHER = "_to_teacher"
 DEFAULT_TEACHER_STEPS = 256
 
 
@@ -45,6 +51,7 @@ class SweepModel:
     manifest: dict
     steps: list[int]
     samplers: list[str]
+    teacher: SweepModel | None = None  # the guided teacher whose samples the to-teacher columns compare with
 
 
 @dataclass
@@ -76,10 +83,12 @@ def _kind_of(manifest: dict) -> str:
 
 
 def plan_sweep(froms: list[str], steps: list[int] | None, teacher_steps: list[int] | None,
-               samplers: list[str]) -> list[SweepModel]:
+               samplers: list[str], with_teachers: bool = False) -> list[SweepModel]:
     """The models of a sweep: each --from run (a folder of round-K runs stands for all of them) at
     --steps (default: the steps it was distilled for), plus the runs' teacher at --teacher-steps
-    with guided DDIM when that is given (a teacher passed as --from is sampled the same way)."""
+    with guided DDIM when that is given (a teacher passed as --from is sampled the same way).
+    With `with_teachers` (or --teacher-steps) every entry knows its guided teacher (a teacher is
+    its own), whose samples are the reference of the to-teacher columns."""
     if not froms:
         raise GdistillError("--from is required: pass a run, a folder of round-K runs, or a built-in teacher")
     runs: list[tuple[str, Path]] = []  # (name in the report, run directory)
@@ -87,26 +96,40 @@ def plan_sweep(froms: list[str], steps: list[int] | None, teacher_steps: list[in
         path = Path(arg)
         rounds = _round_dirs(path) if path.is_dir() and not (path / MANIFEST).is_file() else []
         runs += [(str(r), r) for r in rounds] or [(str(arg), resolve_run(arg))]
+    teacher_steps_or_default = teacher_steps or steps or [DEFAULT_TEACHER_STEPS]
+    teachers: dict[str, SweepModel] = {}  # by resolved path (or pipeline source): one entry per teacher
+    rows: dict[str, SweepModel] = {}  # the teachers that are rows of the report
     models = []
-    teachers: dict[Path, tuple[str, Denoiser, dict]] = {}  # by resolved path: one entry per teacher
+
+    def teacher_entry(name: str, model: Denoiser, manifest: dict, key: str) -> SweepModel:
+        entry = teachers.setdefault(key, SweepModel(name, "teacher", model, manifest, teacher_steps_or_default,
+                                                    ["deterministic"]))
+        entry.teacher = entry
+        return entry
+
     for name, run in runs:
         model, manifest, _ = load_model(run)
         if manifest["kind"] == "teacher":
-            teachers.setdefault(run.resolve(), (name, model, manifest))
+            rows.setdefault(str(run.resolve()), teacher_entry(name, model, manifest, str(run.resolve())))
             continue
         run_steps = steps or [manifest.get("steps") or DEFAULT_TEACHER_STEPS]
-        models.append(SweepModel(name, _kind_of(manifest), model, manifest, run_steps, samplers))
-        if teacher_steps and manifest.get("teacher") and manifest["teacher"] not in {t[0] for t in teachers.values()}:
-            try:
-                teacher, teacher_manifest, teacher_path = load_model(manifest["teacher"])
-            except GdistillError as e:
-                raise GdistillError(f"--teacher-steps: cannot load {run}'s teacher: {e}") from None
-            if teacher_manifest.get("pipeline"):  # a diffusers teacher, at the run's resolution
-                teacher.with_latent_size(model.data_shape[-1])
-            teachers.setdefault(Path(teacher_path).resolve(), (manifest["teacher"], teacher, teacher_manifest))
-    sweep = [SweepModel(name, "teacher", model, manifest, teacher_steps or steps or [DEFAULT_TEACHER_STEPS],
-                        ["deterministic"]) for name, model, manifest in teachers.values()]
-    sweep += models
+        entry = SweepModel(name, _kind_of(manifest), model, manifest, run_steps, samplers)
+        models.append(entry)
+        if (teacher_steps or with_teachers) and manifest.get("teacher"):
+            known = next((t for t in teachers.values() if t.label == manifest["teacher"]), None)
+            if known is None:
+                try:
+                    teacher, teacher_manifest, teacher_path = load_model(manifest["teacher"])
+                except GdistillError as e:
+                    raise GdistillError(f"cannot load {run}'s teacher (for --teacher-steps or the to-teacher "
+                                        f"columns): {e}") from None
+                if teacher_manifest.get("pipeline"):  # a diffusers teacher, at the run's resolution
+                    teacher.with_latent_size(model.data_shape[-1])
+                known = teacher_entry(manifest["teacher"], teacher, teacher_manifest, str(Path(teacher_path).resolve()))
+            entry.teacher = known
+            if teacher_steps:
+                rows.setdefault(str(id(known)), known)
+    sweep = list({id(t): t for t in rows.values()}.values()) + models
     if any(getattr(m.model, "inpainting", False) for m in sweep):
         raise GdistillError("eval samples from prompts alone, and an inpainting model also needs images and masks: "
                             "score it with your own `gdistill inpaint` outputs")
@@ -138,7 +161,7 @@ class Scorer:
     def __init__(self, metrics: set[str], ref: str, sample_shape: tuple[int, ...], n: int, cache_dir: Path,
                  device: torch.device, inception_weights: Path | None = None, clip_model: str | None = None,
                  prompts: list[str] | None = None, num_classes: int | None = None,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, to_teacher: bool = False):
         unknown = set(metrics) - set(METRIC_FLAGS)
         if unknown:
             raise GdistillError(f"unknown metric {', '.join(sorted(unknown))}: use {', '.join(METRIC_FLAGS)}")
@@ -147,8 +170,11 @@ class Scorer:
         self.asked, self.device = set(metrics), torch.device(device)
         self.reference: ReferenceSet = load_reference(ref, sample_shape)
         self.columns: list[str] = []
-        self.network = self.clip = None
+        self.network = self.clip = self.classifier = None
+        self.names: dict[str, str] = {}  # metric flag (fid, isc, kid) -> the network's column
+        self.unavailable: dict[str, str] = {}  # column -> why it is n/a in every row
         self.inception_weights: str | None = None
+        self._target_features: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self.cache_dir = Path(cache_dir)
         feature_metrics = self.asked & {"fid", "isc", "kid"}
         is_image = len(sample_shape) == 3
@@ -165,24 +191,42 @@ class Scorer:
             if "fid" in self.asked and n <= FEATURES:
                 raise GdistillError(f"--n {n} is too small for digits-FD: its features are {FEATURES}-dimensional; "
                                     f"use --n {FEATURES + 1} or more (500 or more for stable figures)")
-            self.network = DigitsClassifier()
-            features, hit = FeatureCache(self.cache_dir).features(self.network.id, self.reference, self.network.features)
-            log(f"reference digits: {len(features)} images, features {'from the cache' if hit else 'computed and cached'}")
-            self.reference_features = features
-            self.columns += [c for flag, c in (("fid", "digits_fd"), ("isc", "digits_is"), ("kid", "digits_kid"))
-                             if flag in self.asked]
+            self._use_network(DigitsClassifier(), {"fid": "digits_fd", "isc": "digits_is", "kid": "digits_kid"}, log)
+            self.classifier = self.network
             self.columns.append("class_accuracy")
         elif feature_metrics:
-            from ..metrics.fidelity import INCEPTION_FEATURES, ensure_inception_weights, import_torch_fidelity
+            from ..metrics.fidelity import INCEPTION_FEATURES
+            from ..metrics.inception import TorchScriptInception, is_torchscript_file
 
-            import_torch_fidelity()
             if "fid" in self.asked and min(n, len(self.reference.samples)) <= INCEPTION_FEATURES:
                 raise GdistillError(
                     f"FID needs more than {INCEPTION_FEATURES} samples in each set (Inception features are "
                     f"{INCEPTION_FEATURES}-dimensional): --n is {n} and --ref holds {len(self.reference.samples)}; "
                     "use more (10,000 is usual)")
-            self.inception_weights = ensure_inception_weights(inception_weights)
-            self.columns += [c for flag, c in (("fid", "fid"), ("isc", "is"), ("kid", "kid")) if flag in self.asked]
+            if inception_weights is not None and is_torchscript_file(Path(inception_weights)):
+                self._use_network(TorchScriptInception(inception_weights, self.device), {"fid": "fid", "isc": "is", "kid": "kid"}, log)
+                if "isc" in self.asked:
+                    self.unavailable["is"] = ("the TorchScript Inception has no classifier head (logits); "
+                                              "IS needs torch-fidelity's weights")
+            else:
+                from ..metrics.fidelity import ensure_inception_weights, import_torch_fidelity
+
+                import_torch_fidelity()
+                self.inception_weights = ensure_inception_weights(inception_weights)
+                self.names = {"fid": "fid", "isc": "is", "kid": "kid"}
+                self.columns += [self.names[flag] for flag in ("fid", "isc", "kid") if flag in self.asked]
+        if self.reference.name.startswith("fashion-mnist") and is_image:
+            # the shipped Fashion-MNIST classifier: class accuracy and fashion-FD, offline and cheap
+            from ..metrics.fashion import FEATURES as FASHION_FEATURES, FashionClassifier
+
+            if n <= FASHION_FEATURES:
+                raise GdistillError(f"--n {n} is too small for fashion-FD: its features are {FASHION_FEATURES}-dimensional; "
+                                    f"use --n {FASHION_FEATURES + 1} or more")
+            self.classifier = FashionClassifier()
+            self.classifier_reference, hit = FeatureCache(self.cache_dir).features(
+                self.classifier.id, self.reference, self.classifier.features)
+            log(f"reference {self.reference.name}: fashion classifier features {'from the cache' if hit else 'computed and cached'}")
+            self.columns += ["fashion_fd", "class_accuracy"]
         if "clip" in self.asked:
             from ..metrics.clip import DEFAULT_CLIP_MODEL, ClipScorer
 
@@ -203,32 +247,76 @@ class Scorer:
                 raise GdistillError(f"--ref {ref} has classes {sorted(set(labels.tolist()))}, and the run has "
                                     f"0..{num_classes - 1}: pass a reference with the run's classes")
             self.columns.append("class_ed" if labels is not None else "ed")
+        self.to_teacher = to_teacher
+        if to_teacher:
+            self.columns += [f"{c}{TO_TEACHER}" for c in list(self.columns) if c in DISTANCE_COLUMNS]
 
-    def score(self, result: SampleResult) -> dict[str, float | None]:
+    def _use_network(self, network, names: dict[str, str], log: Callable[[str], None]) -> None:
+        """Score with a feature network of ours (digits classifier, TorchScript Inception): the
+        reference's features come from the cache, keyed by content and network."""
+        self.network, self.names = network, names
+        features, hit = FeatureCache(self.cache_dir).features(network.id, self.reference, network.features)
+        log(f"reference {self.reference.name}: {len(features)} images, features "
+            f"{'from the cache' if hit else 'computed and cached'}")
+        self.reference_features = features
+        self.columns += [names[flag] for flag in ("fid", "isc", "kid") if flag in self.asked]
+
+    def _features_of(self, network, result: SampleResult) -> torch.Tensor:
+        """A network's features of a target sample set (a teacher's), computed once per set."""
+        key = (network.id, id(result.samples))
+        if key not in self._target_features:  # the entry holds the samples, so their id stays theirs
+            self._target_features[key] = (result.samples, network.features(result.samples))
+        return self._target_features[key][1]
+
+    def _distances(self, samples, labels, features, target: SampleResult | ReferenceSet, suffix: str) -> dict:
+        """The distance columns of samples to a target set: the reference, or the teacher's samples."""
         values: dict[str, float | None] = {}
-        samples, labels = result.samples, result.labels
-        finite = bool(torch.isfinite(samples).all())
-        if self.network is not None and finite:
-            features = self.network.features(samples)
-            if "digits_fd" in self.columns:
-                values["digits_fd"] = _or_none(lambda: frechet_distance_of(features, self.reference_features))
-            if "digits_is" in self.columns:
-                values["digits_is"] = _or_none(lambda: inception_score(self.network.logits(samples))[0])
-            if "digits_kid" in self.columns:
-                values["digits_kid"] = _or_none(lambda: kernel_distance(features, self.reference_features)[0])
-            values["class_accuracy"] = self.network.accuracy(samples, labels)
-        inception_columns = set(self.columns) & {"fid", "is", "kid"}
-        if inception_columns and finite:
+        target_samples, target_labels = target.samples, target.labels
+        to_reference = isinstance(target, ReferenceSet)
+        if "fashion_fd" in self.columns:
+            mine = self.classifier.features(samples)
+            theirs = self.classifier_reference if to_reference else self._features_of(self.classifier, target)
+            values["fashion_fd" + suffix] = _or_none(lambda: frechet_distance_of(mine, theirs))
+        if features is not None:
+            target_features = self.reference_features if to_reference else self._features_of(self.network, target)
+            if "fid" in self.asked:
+                values[self.names["fid"] + suffix] = _or_none(lambda: frechet_distance_of(features, target_features))
+            if "kid" in self.asked:
+                values[self.names["kid"] + suffix] = _or_none(lambda: kernel_distance(features, target_features)[0])
+        elif self.names and self.network is None:  # torch-fidelity: one call for all its metrics (IS too, to the reference)
             from ..metrics.fidelity import inception_metrics
 
-            values.update(inception_metrics(samples, self.reference, inception_columns, self.inception_weights,
-                                            self.cache_dir, self.device))
-        if self.clip is not None and finite:
-            values["clip_score"] = self.clip.score(samples, [self.prompts[k] for k in labels.tolist()])
-        if "class_ed" in self.columns and finite:
-            values["class_ed"] = _or_none(lambda: _class_ed_to_reference(samples, labels, self.reference))
-        if "ed" in self.columns and finite:
-            values["ed"] = _or_none(lambda: energy_distance(samples, self.reference.samples))
+            asked = {self.names[f] for f in ("fid", "kid") if f in self.asked}
+            if isinstance(target, ReferenceSet) and "isc" in self.asked:
+                asked.add("is")
+            else:
+                target = ReferenceSet("teacher", target_samples, target_labels, tensor_hash(target_samples, target_labels))
+            values.update({k + suffix: v for k, v in inception_metrics(
+                samples, target, asked, self.inception_weights, self.cache_dir, self.device).items()})
+        if "class_ed" in self.columns:
+            values["class_ed" + suffix] = _or_none(
+                lambda: _class_ed_to_reference(samples, labels, target) if isinstance(target, ReferenceSet)
+                else class_energy_distance(samples, target_samples, labels, target_labels))
+        if "ed" in self.columns:
+            values["ed" + suffix] = _or_none(lambda: energy_distance(samples, target_samples))
+        return values
+
+    def score(self, result: SampleResult, teacher: SampleResult | None = None) -> dict[str, float | None]:
+        """The row's metrics against the reference, and with `teacher` (the guided teacher's samples
+        at the same w, another seed) the *_to_teacher distances."""
+        values: dict[str, float | None] = {}
+        samples, labels = result.samples, result.labels
+        if bool(torch.isfinite(samples).all()):
+            features = self.network.features(samples) if self.network is not None else None
+            values.update(self._distances(samples, labels, features, self.reference, ""))
+            if self.to_teacher and teacher is not None:
+                values.update(self._distances(samples, labels, features, teacher, TO_TEACHER))
+            if features is not None and "isc" in self.asked and self.network.has_logits:
+                values[self.names["isc"]] = _or_none(lambda: inception_score(self.network.logits(samples))[0])
+            if "class_accuracy" in self.columns:
+                values["class_accuracy"] = self.classifier.accuracy(samples, labels)
+            if self.clip is not None:
+                values["clip_score"] = self.clip.score(samples, [self.prompts[k] for k in labels.tolist()])
         return {c: values.get(c) for c in self.columns}
 
 
@@ -254,24 +342,42 @@ def _class_ed_to_reference(samples, labels, reference: ReferenceSet) -> float:
     return class_energy_distance(samples, reference.samples[index], labels, reference.labels[index])
 
 
+def _sample_entry(entry: SweepModel, steps: int, w: float, sampler: str, n: int, seed: int, device,
+                  prompts: list[str] | None) -> SampleResult:
+    """n samples of one model at (steps, w, sampler): class labels cycling, or prompts for text models."""
+    if is_text_model(entry):
+        return sample_prompts(entry.model, entry.manifest, prompts, n, steps, w, sampler, seed, device)
+    data_range = entry.manifest.get("data_range")
+    return sample(entry.model, cycle_labels(n, entry.model.num_classes), steps, w, sampler, seed,
+                  tuple(data_range) if data_range else None, device=device)
+
+
 def run_sweep(sweep: list[SweepModel], ws: list[float], scorer: Scorer, n: int, seed: int, device,
-              on_row: Callable[[Row, SampleResult], None], prompts: list[str] | None = None) -> list[Row]:
+              on_row: Callable[[Row, SampleResult], None], prompts: list[str] | None = None,
+              to_teacher_steps: int = 0) -> list[Row]:
     """Sample and score every (model, sampler, steps, w). Every row draws the same labels (or
-    prompts) and the same starting noise (the seed), so differences between rows are the models'."""
-    rows = []
+    prompts) and the same starting noise (the seed), so differences between rows are the models'.
+    With to_teacher_steps, each row is also compared with its guided teacher's samples at the same
+    w: that many DDIM steps from seed + 1 (another seed, so a teacher row shows the noise floor),
+    drawn once per (teacher, w)."""
+    rows, teacher_samples = [], {}
+
+    def teacher_reference(entry: SweepModel, w: float) -> SampleResult | None:
+        if not to_teacher_steps or entry.teacher is None:
+            return None
+        key = (id(entry.teacher), w)
+        if key not in teacher_samples:
+            teacher_samples[key] = _sample_entry(entry.teacher, to_teacher_steps, w, "deterministic", n, seed + 1,
+                                                 device, prompts)
+        return teacher_samples[key]
+
     for entry in sweep:
-        labels = None if is_text_model(entry) else cycle_labels(n, entry.model.num_classes)
-        data_range = entry.manifest.get("data_range")
         for sampler in entry.samplers:
             for steps in entry.steps:
                 for w in ws:
-                    if labels is None:
-                        result = sample_prompts(entry.model, entry.manifest, prompts, n, steps, w, sampler, seed, device)
-                    else:
-                        result = sample(entry.model, labels, steps, w, sampler, seed,
-                                        tuple(data_range) if data_range else None, device=device)
+                    result = _sample_entry(entry, steps, w, sampler, n, seed, device, prompts)
                     row = Row(entry.label, entry.kind, sampler, steps, w, result.calls_per_image,
-                              result.seconds / n, n, seed, scorer.score(result))
+                              result.seconds / n, n, seed, scorer.score(result, teacher_reference(entry, w)))
                     rows.append(row)
                     on_row(row, result)
     return rows
@@ -279,7 +385,7 @@ def run_sweep(sweep: list[SweepModel], ws: list[float], scorer: Scorer, n: int, 
 
 def evaluate_into(out: Path, overwrite: bool, sweep: list[SweepModel], ws: list[float], scorer: Scorer, n: int,
                   seed: int, device, settings: dict, on_row: Callable[[Row], None],
-                  prompts: list[str] | None = None) -> list[dict]:
+                  prompts: list[str] | None = None, to_teacher_steps: int = 0) -> list[dict]:
     """Run the sweep and write the report folder (see metrics/report.py): built in `.NAME.partial/`
     and renamed into place when complete, like a run. Returns the rows as dicts."""
     from ..metrics.report import write_plots, write_tables
@@ -298,7 +404,7 @@ def evaluate_into(out: Path, overwrite: bool, sweep: list[SweepModel], ws: list[
                      num_classes if 0 < num_classes <= 16 else None, prompts=prompts if text else None)
         on_row(row)
 
-    rows = [r.as_dict() for r in run_sweep(sweep, ws, scorer, n, seed, device, save_grid, prompts)]
+    rows = [r.as_dict() for r in run_sweep(sweep, ws, scorer, n, seed, device, save_grid, prompts, to_teacher_steps)]
     write_tables(rows, work, settings)
     write_plots(rows, work)
     publish_dir(work, Path(out))

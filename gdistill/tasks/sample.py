@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -49,10 +50,12 @@ class Guide:
 @torch.no_grad()
 def sample(model: Denoiser, labels: torch.Tensor, steps: int, w: float, sampler: str = "deterministic",
            seed: int = 0, data_range: tuple[float, float] | None = None, batch_size: int = 256,
-           device: str | torch.device = "cpu", guide: Guide | None = None) -> SampleResult:
+           device: str | torch.device = "cpu", guide: Guide | None = None,
+           on_step: Callable[[int], None] | None = None) -> SampleResult:
     """Draw one sample per label. Noise comes from a CPU generator seeded with `seed`, so the same seed
     gives the same images on any device and for teacher and student alike (and an edit at full
-    strength is the plain sample)."""
+    strength is the plain sample). `on_step(k)` is told after every grid step of every batch, k
+    being the samples that step advanced (a progress bar's total is len(labels) x steps run)."""
     if sampler not in SAMPLERS:
         raise GdistillError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
     generator = torch.Generator().manual_seed(seed)
@@ -90,6 +93,8 @@ def sample(model: Denoiser, labels: torch.Tensor, steps: int, w: float, sampler:
                 z = ddim_step_t(model.schedule, z, x, t, s)
             if mask is not None:
                 z = keep_known(z, x_in, mask, *alpha_sigma_like(model.schedule, s, z), known_noises[i])
+            if on_step is not None:
+                on_step(len(c))
         out.append(z.cpu())
     seconds = time.perf_counter() - start
     return SampleResult(torch.cat(out), labels, len(grid) * calls_per_step(model), seconds)
