@@ -155,3 +155,31 @@ def test_eval_with_torchscript_inception_reports_kid_and_distance_to_teacher(tin
     # the teacher against itself (another seed) is closer than to random reference images
     assert rows[0]["kid_to_teacher"] < rows[0]["kid"]
     assert "is: n/a in every row" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_shipped_fashion_classifier_and_its_columns_in_eval(tmp_path, cli):
+    """The shipped Fashion-MNIST classifier (recipe and test accuracy in its metadata) gives every row
+    of an eval against a Fashion-MNIST reference fashion_fd, its to-teacher twin and class_accuracy."""
+    from gdistill.metrics.fashion import RECIPE, FashionClassifier
+
+    classifier = FashionClassifier()
+    assert classifier.metadata["recipe"] == RECIPE and classifier.held_out_accuracy > 0.88
+    noise = torch.rand(200, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert classifier.accuracy(noise, torch.arange(200) % 10) < 0.3
+    ref = idx_folder(tmp_path / "fashion", n_test=200, classes=10)
+    code, out, err = cli("eval", "--from", "digits", "--teacher-steps", "4", "--to-teacher", "8", "--w", "1",
+                         "--n", 150, "--ref", f"fashion-mnist:{ref}", "--cache-dir", tmp_path / "cache",
+                         "--out", tmp_path / "report", "--json")
+    assert code == 0, err
+    import json
+    (row,) = json.loads(out)
+    assert row["fashion_fd"] > 0 and row["fashion_fd_to_teacher"] >= 0 and 0 <= row["class_accuracy"] <= 1
+    assert not any(k.startswith(("fid", "kid", "digits")) for k in row)  # no Inception unless asked
+
+
+@pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed here")
+def test_shipped_fashion_classifier_on_the_real_test_split():
+    from gdistill.metrics.fashion import FashionClassifier
+
+    test = load_reference("fashion-mnist", (1, 28, 28))
+    assert FashionClassifier().accuracy(test.samples[:2000], test.labels[:2000]) > 0.88
