@@ -4,7 +4,8 @@
     python benchmarks/digits_pipeline.py --device cuda   # the evaluation on a GPU
 
 Runs, through the real CLI, `gdistill match --teacher digits`, `gdistill halve --rounds 6` (256 -> 4
-steps) and 2 more rounds (-> 2, 1 steps), timing each (runs in --work are reused when complete).
+steps) and 2 more rounds (-> 2, 1 steps; `--rounds 6` leaves them out), timing each (runs in --work
+are reused when complete).
 Then one `gdistill eval` sweep: the shipped teacher with guided DDIM at 256/64/16/8/4 steps (2 calls
 a step) and the student of every round at its own steps (1 call a step), w in 0, 1, 2, 4, all from
 the same seed and labels, scored offline against the 1,797 real digits with the shipped digits
@@ -25,21 +26,9 @@ from pathlib import Path
 
 import torch
 
-from report import command_line, device_name, write_report  # benchmarks/report.py (the script's folder is on sys.path)
+from report import command_line, device_name, run, training_seconds, write_report  # benchmarks/report.py (the script's folder is on sys.path)
 
 HERE = Path(__file__).resolve().parent
-
-
-def run(cmd: list[str]) -> None:
-    print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
-
-
-def training_seconds(run_dir: Path) -> float:
-    """A run's training time, from its log.jsonl (so reused runs report it too)."""
-    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
-    first = records[0]
-    return records[-1]["time"] - first["time"] + first["step"] / first["steps_per_s"]
 
 
 def main() -> None:
@@ -50,6 +39,7 @@ def main() -> None:
     parser.add_argument("--w", default="0,1,2,4", help="guidance strengths (paper's w)")
     parser.add_argument("--teacher-steps", default="256,64,16,8,4")
     parser.add_argument("--device", default="cpu", help="where eval samples (training runs on accelerate's default)")
+    parser.add_argument("--rounds", type=int, choices=(6, 8), default=8, help="halving rounds: 6 (256 -> 4 steps) or 8 (-> 1 step)")
     args = parser.parse_args()
     work, out = Path(args.work), Path(args.out)
     suffix = "" if args.device == "cpu" else "_" + args.device.split(":")[0]
@@ -59,10 +49,10 @@ def main() -> None:
         run(gd + ["match", "--teacher", "digits", "--out", str(work / "stage1")])
     if not (work / "pd" / "round-6").exists():
         run(gd + ["halve", "--from", str(work / "stage1"), "--rounds", "6", "--out", str(work / "pd")])
-    if not (work / "pd" / "round-8").exists():
+    if args.rounds == 8 and not (work / "pd" / "round-8").exists():
         run(gd + ["halve", "--from", str(work / "pd" / "round-6"), "--rounds", "2", "--out", str(work / "pd")])
     timings = {"match (stage 1)": training_seconds(work / "stage1")}
-    for k in range(1, 9):
+    for k in range(1, args.rounds + 1):
         timings[f"halve round {k} ({512 >> k} -> {256 >> k} steps)"] = training_seconds(work / "pd" / f"round-{k}")
     stage1_and_6_rounds = sum(list(timings.values())[:7])
 

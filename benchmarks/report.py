@@ -1,7 +1,9 @@
-"""What every benchmark shares: naming the device and the command, timing on a GPU, and writing the
-Markdown lines to a file (and printing them)."""
+"""What every benchmark shares: naming the device and the command, timing on a GPU, running CLI
+steps and reading their training time, and writing the Markdown lines to a file (and printing them)."""
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 
 import torch
@@ -30,3 +32,16 @@ def command_line(parser, args, script: str) -> str:
     options = "".join(f" --{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in vars(args).items()
                       if k != "out" and v != parser.get_default(k))
     return f"python {script}{options}"
+
+
+def run(cmd: list[str]) -> None:
+    """One CLI step, echoed; a failure stops the benchmark."""
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def training_seconds(run_dir: Path) -> float:
+    """A run's training time, from its log.jsonl (so reused runs report it too)."""
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    first = records[0]
+    return records[-1]["time"] - first["time"] + first["step"] / first["steps_per_s"]

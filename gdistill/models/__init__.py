@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 
-from . import base
 from .base import Denoiser, GuidanceEmbedding, calls_per_step, denoise_fn, guided_predict_x  # noqa: F401
 from .latent import LatentUNetDenoiser
 from .pixel import PixelUNetDenoiser
@@ -25,10 +24,7 @@ def make_student(teacher: Denoiser) -> Denoiser:
     a w-conditioned one is copied as it is (Stage 2). All its weights train (see add_lora)."""
     if teacher.w_conditioned:
         return copy.deepcopy(teacher).requires_grad_(True)
-    config = {**teacher.config, "w_conditioned": True}
-    if not isinstance(teacher, LatentUNetDenoiser):  # SD students embed w with diffusers' own function
-        config["w_embedding_scale"] = base.STUDENT_W_SCALE
-    student = build_denoiser(config)
+    student = build_denoiser(teacher.student_config())
     missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
     assert not unexpected and all(k.startswith(student.w_parameters) for k in missing), (missing, unexpected)
     return student.requires_grad_(True)

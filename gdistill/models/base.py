@@ -54,6 +54,10 @@ class Denoiser(nn.Module):
         self.num_classes = int(config["num_classes"])
         self.w_conditioned = bool(config.get("w_conditioned", False))
 
+    def student_config(self) -> dict:
+        """The config of this teacher's Stage-1 student: the same network with a w-input."""
+        return {**self.config, "w_conditioned": True, "w_embedding_scale": STUDENT_W_SCALE}
+
     @property
     def null_label(self) -> int:
         return self.num_classes

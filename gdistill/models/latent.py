@@ -220,6 +220,10 @@ class LatentUNetDenoiser(Denoiser):
     kind = "sd-unet"
     w_parameters = ("unet.time_embedding.cond_proj.",)
 
+    def student_config(self) -> dict:
+        # w goes through diffusers' own guidance embedding (time_cond_proj_dim), which has no scale to choose
+        return {**self.config, "w_conditioned": True}
+
     def __init__(self, config: dict, unet=None):
         from diffusers import UNet2DConditionModel
 

@@ -287,12 +287,13 @@ class Scorer:
             from ..metrics.fidelity import inception_metrics
 
             asked = {self.names[f] for f in ("fid", "kid") if f in self.asked}
-            if isinstance(target, ReferenceSet) and "isc" in self.asked:
+            if to_reference and "isc" in self.asked:
                 asked.add("is")
-            else:
+            elif not to_reference:
                 target = ReferenceSet("teacher", target_samples, target_labels, tensor_hash(target_samples, target_labels))
-            values.update({k + suffix: v for k, v in inception_metrics(
-                samples, target, asked, self.inception_weights, self.cache_dir, self.device).items()})
+            if asked:
+                values.update({k + suffix: v for k, v in inception_metrics(
+                    samples, target, asked, self.inception_weights, self.cache_dir, self.device).items()})
         if "class_ed" in self.columns:
             values["class_ed" + suffix] = _or_none(
                 lambda: _class_ed_to_reference(samples, labels, target) if isinstance(target, ReferenceSet)

