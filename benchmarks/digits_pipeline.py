@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--teacher-steps", default="256,64,16,8,4")
     parser.add_argument("--device", default="cpu", help="where eval samples (training runs on accelerate's default)")
     parser.add_argument("--rounds", type=int, choices=(6, 8), default=8, help="halving rounds: 6 (256 -> 4 steps) or 8 (-> 1 step)")
+    parser.add_argument("--reuse-report", action="store_true", help="write the results from an existing eval report instead of re-running it")
     args = parser.parse_args()
     work, out = Path(args.work), Path(args.out)
     suffix = "" if args.device == "cpu" else "_" + args.device.split(":")[0]
@@ -61,7 +62,8 @@ def main() -> None:
         report = report.relative_to(Path.cwd())  # the command in the result reads as one to type
     eval_cmd = ["eval", "--from", str(work / "pd"), "--teacher-steps", args.teacher_steps, "--w", args.w,
                 "--fid", "--isc", "--n", str(args.n), "--device", args.device, "--out", str(report), "--overwrite"]
-    run(gd + eval_cmd)
+    if not (args.reuse_report and (report / "report.json").is_file()):
+        run(gd + eval_cmd)
     rows = json.loads((report / "report.json").read_text())["rows"]
     weff_cmd = ["info", str(work / "stage1"), "--w-eff", "--w", args.w, "--n", "1024", "--json"]
     print("+", " ".join(gd + weff_cmd), flush=True)
@@ -89,7 +91,7 @@ def main() -> None:
         lines += [f"| {r['model']} | {r['steps']} | {r['w']:g} | {r['calls_per_image']} | {r['digits_fd']:.2f} | "
                   f"{r['digits_fd_to_teacher']:.2f} | {r['digits_is']:.3f} | {r['class_accuracy']:.3f} | "
                   f"{r['seconds_per_image'] * 1000:.2f} |" for r in rows if r["w"] == w]
-    lines += ["", f"Plots and sample grids: {report.relative_to(out)}/ (fd_vs_w.png, fd_is_tradeoff.png, "
+    lines += ["", f"Plots and sample grids: {report.name}/ (fd_vs_w.png, fd_is_tradeoff.png, "
               "fd_vs_calls.png, grids/)."]
     write_report(out / f"digits_pipeline{suffix}.md", lines)
 
