@@ -268,15 +268,15 @@ class Scorer:
             self._target_features[key] = (result.samples, network.features(result.samples))
         return self._target_features[key][1]
 
-    def _distances(self, samples, labels, features, target: SampleResult | ReferenceSet, suffix: str) -> dict:
+    def _distances(self, samples, labels, features, classifier_features, target: SampleResult | ReferenceSet,
+                   suffix: str) -> dict:
         """The distance columns of samples to a target set: the reference, or the teacher's samples."""
         values: dict[str, float | None] = {}
         target_samples, target_labels = target.samples, target.labels
         to_reference = isinstance(target, ReferenceSet)
-        if "fashion_fd" in self.columns:
-            mine = self.classifier.features(samples)
+        if classifier_features is not None:
             theirs = self.classifier_reference if to_reference else self._features_of(self.classifier, target)
-            values["fashion_fd" + suffix] = _or_none(lambda: frechet_distance_of(mine, theirs))
+            values["fashion_fd" + suffix] = _or_none(lambda: frechet_distance_of(classifier_features, theirs))
         if features is not None:
             target_features = self.reference_features if to_reference else self._features_of(self.network, target)
             if "fid" in self.asked:
@@ -309,9 +309,10 @@ class Scorer:
         samples, labels = result.samples, result.labels
         if bool(torch.isfinite(samples).all()):
             features = self.network.features(samples) if self.network is not None else None
-            values.update(self._distances(samples, labels, features, self.reference, ""))
+            mine = self.classifier.features(samples) if "fashion_fd" in self.columns else None
+            values.update(self._distances(samples, labels, features, mine, self.reference, ""))
             if self.to_teacher and teacher is not None:
-                values.update(self._distances(samples, labels, features, teacher, TO_TEACHER))
+                values.update(self._distances(samples, labels, features, mine, teacher, TO_TEACHER))
             if features is not None and "isc" in self.asked and self.network.has_logits:
                 values[self.names["isc"]] = _or_none(lambda: inception_score(self.network.logits(samples))[0])
             if "class_accuracy" in self.columns:
