@@ -86,5 +86,4 @@ def run_effective_guidance(run: str, ws: list[float] | None, n: int, seed: int, 
     if ws is None:
         lo, hi = manifest["w_range"]
         ws = [lo + (hi - lo) * k / 4 for k in range(5)]
-    with torch.inference_mode():
-        return manifest, effective_guidance_table(model, teacher, data, ws, n, seed, device=device)
+    return manifest, effective_guidance_table(model, teacher, data, ws, n, seed, device=device)
