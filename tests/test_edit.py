@@ -10,7 +10,7 @@ from PIL import Image
 from gdistill.diffusion import snap_strength
 from gdistill.metrics.digits import DigitsClassifier, classifier_split
 from gdistill.run import load_model
-from gdistill.tasks.edit import read_image
+from gdistill.images import read_image
 from gdistill.tasks.sample import Guide, sample
 from tests.conftest import run_cli
 from tests.sd_tiny import build_tiny_sd, write_caption_folder

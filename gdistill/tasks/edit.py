@@ -30,12 +30,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..data import IMAGE_SUFFIXES
 from ..diffusion import snap_strength
 from ..errors import GdistillError
+from ..images import IMAGE_SUFFIXES, open_image, read_image, to_pil, to_uint8_images
 from ..models import Denoiser
 from ..run import check_writable, prepare_output, publish_dir
-from .sample import Guide, SampleResult, sample, to_uint8_images
+from .sample import Guide, SampleResult, sample
 
 
 @dataclass
@@ -71,33 +71,11 @@ def collect_inputs(image: str | Path, mask: str | Path | None = None) -> list[Ed
     return [EditInput(f.stem, f, masks[f.stem]) for f in files]
 
 
-def read_image(path: Path, channels: int) -> torch.Tensor:
-    """(channels, H, W) in [-1, 1]; alpha composited onto black."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as opened:
-            image = opened.convert("RGBA")
-    except (UnidentifiedImageError, OSError) as e:
-        raise GdistillError(f"cannot read image {path}: {e}") from None
-    if image.width == 0 or image.height == 0:
-        raise GdistillError(f"image {path} is empty")
-    black = Image.new("RGBA", image.size, (0, 0, 0, 255))
-    image = Image.alpha_composite(black, image).convert("L" if channels == 1 else "RGB")
-    array = np.asarray(image, dtype=np.float32)
-    array = array[None] if channels == 1 else array.transpose(2, 0, 1)
-    return torch.tensor(array) / 127.5 - 1.0
-
-
 def read_mask(path: Path, size: tuple[int, int], warn: Callable[[str], None]) -> torch.Tensor:
     """(1, H, W) of 0 (keep) and 1 (repaint): grey >= 0.5 is repaint; resized (nearest) to `size`."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        with Image.open(path) as opened:
-            mask = opened.convert("L")
-    except (UnidentifiedImageError, OSError) as e:
-        raise GdistillError(f"cannot read mask {path}: {e}") from None
+    mask = open_image(path, what="mask").convert("L")
     height, width = size
     if mask.size != (width, height):
         warn(f"mask {path.name} is {mask.width}x{mask.height}, the image {width}x{height}: resized (nearest)")
@@ -223,18 +201,13 @@ def write_outputs(results: list[tuple[str, SampleResult]], out: Path, overwrite:
         if out.suffix == ".npz":
             np.savez(tmp, samples=samples.numpy())
         else:
-            _pil(to_uint8_images(samples)[0]).save(tmp)
+            to_pil(to_uint8_images(samples)[0]).save(tmp)
         tmp.replace(out)
         return out
     work = prepare_output(out, overwrite, resumable=False)
     for name, result in results:
         images = to_uint8_images(result.samples)
         for k, array in enumerate(images):
-            _pil(array).save(work / (f"{name}.png" if len(images) == 1 else f"{name}-{k}.png"))
+            to_pil(array).save(work / (f"{name}.png" if len(images) == 1 else f"{name}-{k}.png"))
     return publish_dir(work, out)
 
-
-def _pil(array: np.ndarray):
-    from PIL import Image
-
-    return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)

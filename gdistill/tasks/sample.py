@@ -12,6 +12,7 @@ import torch
 
 from ..diffusion import alpha_sigma_like, ddim_step_t, diffuse, keep_known, sampling_grid, stochastic_step
 from ..errors import GdistillError
+from ..images import image_grid, scatter_plot
 from ..models import Denoiser, calls_per_step, denoise_fn
 
 SAMPLERS = ("deterministic", "stochastic")
@@ -121,49 +122,6 @@ def sample_prompts(model: Denoiser, manifest: dict, prompts: list[str], n: int, 
     with model.unconditional(negative):
         latents = sample(model, conditions, steps, w, sampler, seed, device=device)
     return SampleResult(encoders.decode(latents.samples), index, latents.calls_per_image, latents.seconds)
-
-
-def to_uint8_images(samples: torch.Tensor, data_range=(-1.0, 1.0)) -> np.ndarray:
-    """(n, c, h, w) in data_range -> (n, h, w, c) uint8."""
-    lo, hi = data_range
-    x = ((samples.clamp(lo, hi) - lo) / (hi - lo) * 255).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).numpy()
-
-
-def image_grid(samples: torch.Tensor, columns: int, data_range=(-1.0, 1.0), cell: int = 32):
-    """A PIL image: samples in row-major order, each upscaled (nearest) to `cell` pixels."""
-    from PIL import Image
-
-    images = to_uint8_images(samples, data_range)
-    n, h, w, c = images.shape
-    rows = -(-n // columns)
-    scale = max(1, cell // max(h, w))
-    if n == 1 and scale == 1:  # one image at its own size: no frame around it
-        return Image.fromarray(images[0, ..., 0] if c == 1 else images[0])
-    pad = 2
-    H, W = h * scale, w * scale
-    canvas = np.full((rows * (H + pad) + pad, columns * (W + pad) + pad, c), 255, dtype=np.uint8)
-    for i, img in enumerate(images):
-        r, k = divmod(i, columns)
-        big = img.repeat(scale, 0).repeat(scale, 1)
-        canvas[pad + r * (H + pad): pad + r * (H + pad) + H, pad + k * (W + pad): pad + k * (W + pad) + W] = big
-    return Image.fromarray(canvas[..., 0] if c == 1 else canvas)
-
-
-PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
-
-
-def scatter_plot(points: torch.Tensor, labels: torch.Tensor, size: int = 512, extent: float = 1.6):
-    """A PIL scatter plot of 2-D samples coloured by label (no plotting library needed for this)."""
-    from PIL import Image, ImageDraw
-
-    image = Image.new("RGB", (size, size), "white")
-    draw = ImageDraw.Draw(image)
-    xy = ((points.clamp(-extent, extent) + extent) / (2 * extent) * (size - 1)).numpy()
-    for (px, py), label in zip(xy, labels.tolist()):
-        draw.ellipse([px - 2, size - 1 - py - 2, px + 2, size - 1 - py + 2], fill=PALETTE[label % len(PALETTE)])
-    return image
 
 
 def save_samples(result: SampleResult, path: Path, data_range, columns: int | None = None,
