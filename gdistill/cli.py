@@ -1,4 +1,6 @@
-"""The gdistill command line: one thin function per subcommand that builds a config and calls a stage.
+"""The gdistill command line: one function per subcommand. teach, match, halve and export only build a
+config and call their stage or task; sample, eval and info still check some options and format their
+tables here.
 
 Flags take the paper's guidance strength w (x_w = (1 + w) x_c - w x_u; diffusers' guidance_scale is
 w + 1). Options left out come from --config FILE.yaml, then from the model kind's defaults.
@@ -235,7 +237,8 @@ def sample(from_run: str = typer.Option(..., "--from", help="A run, a built-in t
            allow_any_steps: bool = AllowAnySteps,
            device: str = typer.Option("auto", "--device", help="torch device: auto (the GPU if there is one), cpu, cuda.")):
     """Generate samples from a run: the student in N calls, or a teacher with guided DDIM in 2 calls a step."""
-    from .run import RAW_WEIGHTS, check_writable, load_model
+    from .files import check_writable
+    from .run_folder import RAW_WEIGHTS, load_model
     from .tasks.sample import cycle_labels, sample as run_sample, sample_prompts, save_samples
 
     if n is not None and n < 1:
@@ -381,7 +384,7 @@ def evaluate(
 def _edit_command(from_run, image, mask, out, prompt, label, strength, steps, w, n, seed, sampler, device, overwrite,
                   allow_any_steps):
     """What edit and inpaint share: load the run, read the inputs, run every input, write the results."""
-    from .run import load_model
+    from .run_folder import load_model
     from .tasks.edit import ModelSpace, check_output, collect_inputs, edit_one, write_outputs
 
     if n < 1:
@@ -479,7 +482,8 @@ def info(run: str = typer.Argument(..., help="A run directory or built-in teache
          json_out: bool = typer.Option(False, "--json", help="With --w-eff: print the table as JSON on stdout.")):
     """Print a run's manifest summary and its lineage, or how far an unfinished run got; with
     --w-eff, how much guidance a distilled run really applies at each w."""
-    from .run import lineage, read_manifest, resolve_run, work_dir_for
+    from .files import work_dir_for
+    from .run_folder import lineage, read_manifest, resolve_run
     from .train import checkpoint_in
 
     if w_eff:

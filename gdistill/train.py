@@ -24,7 +24,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors.torch import load_file
 
 from .errors import GdistillError, TrainingDiverged
-from .run import LOG, save_safetensors_atomic, sha256_file
+from .files import save_safetensors_atomic, sha256_file
+from .run_folder import LOG
 
 LossFn = Callable[[torch.nn.Module, torch.Generator, torch.device], tuple[torch.Tensor, dict]]
 
@@ -120,12 +121,12 @@ def _state_options(sharded: bool, main_only: bool = True):
 def _save_checkpoint(folder: Path, step, model, ema, optimizer, scheduler, generator, recipe, sharded: bool, main: bool):
     """The whole checkpoint (weights, EMA, optimizer, LR schedule, RNG states, step) is written into
     `resume.partial/`, each file atomically, and that folder then replaces `resume/` by renames
-    (run.publish_dir): a crash at any point leaves the previous checkpoint whole, in `resume/`
+    (files.publish_dir): a crash at any point leaves the previous checkpoint whole, in `resume/`
     or, between the two renames, in `.resume.old/` (_checkpoint_folder finds it). Every process
     calls it (under FSDP gathering the shards is collective); the main process writes."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 
-    from .run import publish_dir
+    from .files import publish_dir
 
     options = _state_options(sharded)
     model_state = get_model_state_dict(model, options=options)

@@ -20,7 +20,7 @@ from accelerate.utils import DistributedType
 from gdistill.data import Toy2D
 from gdistill.diffusion import alpha_sigma_like, diffuse, weighted_x_loss
 from gdistill.models import build_denoiser
-from gdistill.run import save_safetensors_atomic
+from gdistill.files import save_safetensors_atomic
 from gdistill.stages.common import draw_batch, draw_t, process_share
 from gdistill.train import LoopSettings, train
 

@@ -15,7 +15,7 @@ from gdistill.data.latents import LatentCaptionData
 from gdistill.diffusion import alpha_sigma_like, diffuse, weighted_x_loss
 from gdistill.models import guided_predict_x, make_student
 from gdistill.models.latent import SDEncoders, pipeline_record
-from gdistill.run import load_model, read_manifest
+from gdistill.run_folder import load_model, read_manifest
 from gdistill.stages.common import training_data
 from gdistill.tasks.sample import sample
 from tests.conftest import run_cli

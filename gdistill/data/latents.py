@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..errors import GdistillError
-from ..run import save_safetensors_atomic
+from ..files import save_safetensors_atomic
 from . import Dataset
 from ..images import read_centre_crop
 from .captions import CaptionDataset

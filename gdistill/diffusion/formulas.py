@@ -1,6 +1,7 @@
 """The paper's formulas as pure functions over tensors (no models, no files).
 
-Notation (ALGORITHM.md): z_t = a_t x + s_t e, a_t^2 + s_t^2 = 1. Per-example times t have shape (B,);
+Notation (Salimans & Ho 2022, "Progressive Distillation"; Meng et al. 2023, "On Distillation of
+Guided Diffusion Models"): z_t = a_t x + s_t e, a_t^2 + s_t^2 = 1. Per-example times t have shape (B,);
 they broadcast over the remaining dimensions of z.
 """
 from __future__ import annotations

@@ -9,7 +9,8 @@ from ..config import settings_dict
 from ..data import Dataset, load_dataset
 from ..errors import GdistillError
 from ..models import Denoiser
-from ..run import RAW_WEIGHTS, WEIGHTS, commit_run, prepare_output, work_dir_for
+from ..files import prepare_output, work_dir_for
+from ..run_folder import RAW_WEIGHTS, WEIGHTS, commit_run
 from ..train import LoopSettings, LossFn, process_state, train
 
 
@@ -74,7 +75,7 @@ def draw_t(schedule, batch: int, generator: torch.Generator) -> torch.Tensor:
     return schedule.sample_t(batch, generator)[process_share(batch)]
 
 
-def micro_batch(config) -> int:
+def micro_batch_size(config) -> int:
     """Examples per loss evaluation (all processes together): the global batch over the
     gradient-accumulation steps."""
     return config.batch_size // config.gradient_accumulation

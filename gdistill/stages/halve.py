@@ -11,8 +11,8 @@ from ..config import HalveConfig, apply_preset
 from ..diffusion import alpha_sigma_like, diffuse, halving_target_t, weighted_x_loss
 from ..errors import GdistillError
 from ..models import denoise_fn, make_student
-from ..run import MANIFEST, lineage, load_model, parent_record, read_manifest
-from .common import draw_batch, draw_w, micro_batch, prepare_student, process_share, train_and_commit, training_data
+from ..run_folder import MANIFEST, lineage, load_model, parent_record, read_manifest
+from .common import draw_batch, draw_w, micro_batch_size, prepare_student, process_share, train_and_commit, training_data
 
 
 def halve(config: HalveConfig) -> list[Path]:
@@ -73,7 +73,7 @@ def halving_loss(teacher, data, config, steps: int, w_min: float, w_max: float):
 
     def loss_fn(net, generator, device):
         teacher.as_frozen_teacher(device)
-        batch = micro_batch(config)
+        batch = micro_batch_size(config)
         x, labels, eps = draw_batch(data, batch, generator, device)
         w = draw_w(batch, w_min, w_max, generator, config.w_end_fraction).to(device)
         i = torch.randint(1, steps + 1, (batch,), generator=generator)[process_share(batch)]

@@ -11,8 +11,8 @@ from ..config import MatchConfig, apply_preset
 from ..diffusion import alpha_sigma_like, diffuse, weighted_x_loss
 from ..errors import GdistillError
 from ..models import guided_predict_x, make_student
-from ..run import lineage, load_model, parent_record
-from .common import draw_batch, draw_t, draw_w, micro_batch, prepare_student, train_and_commit, training_data
+from ..run_folder import lineage, load_model, parent_record
+from .common import draw_batch, draw_t, draw_w, micro_batch_size, prepare_student, train_and_commit, training_data
 
 
 def match(config: MatchConfig) -> Path:
@@ -41,7 +41,7 @@ def match(config: MatchConfig) -> Path:
 
     def loss_fn(net, generator, device):
         teacher.as_frozen_teacher(device)
-        batch = micro_batch(config)
+        batch = micro_batch_size(config)
         x, labels, eps = draw_batch(data, batch, generator, device)
         w = draw_w(batch, config.w_min, config.w_max, generator, config.w_end_fraction).to(device)
         t = draw_t(schedule, batch, generator).to(device)

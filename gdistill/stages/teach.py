@@ -10,7 +10,7 @@ from ..data import Toy2D, load_dataset
 from ..diffusion import alpha_sigma_like, diffuse, weighted_x_loss
 from ..errors import GdistillError
 from ..models import build_denoiser
-from .common import draw_batch, draw_t, micro_batch, process_share, train_and_commit
+from .common import draw_batch, draw_t, micro_batch_size, process_share, train_and_commit
 
 
 def teacher_model_config(data, parameterization: str, widths: list[int] | None = None) -> dict:
@@ -39,7 +39,7 @@ def teach(config: TeachConfig) -> Path:
     schedule, null = model.schedule, model.null_label
 
     def loss_fn(net, generator, device):
-        batch = micro_batch(config)
+        batch = micro_batch_size(config)
         x, labels, eps = draw_batch(data, batch, generator, device)
         drop = torch.rand(batch, generator=generator)[process_share(batch)].to(device) < config.p_uncond
         labels = torch.where(drop, torch.full_like(labels, null), labels)

@@ -34,8 +34,8 @@ from ..diffusion import snap_strength
 from ..errors import GdistillError
 from ..images import IMAGE_SUFFIXES, open_image, read_image, to_pil, to_uint8_images
 from ..models import Denoiser
-from ..run import check_writable, prepare_output, publish_dir
-from .sample import Guide, SampleResult, sample
+from ..files import check_writable, prepare_output, publish_dir
+from .sample import InputImage, SampleResult, sample
 
 
 @dataclass
@@ -167,10 +167,10 @@ def edit_one(space: ModelSpace, item: EditInput, n: int, steps: int, w: float, s
     if space.inpainting_model:  # the model itself reads the mask and the masked image: no replacement
         conditions = space.encoders.inpaint_condition(conditions, image.expand(n, *image.shape), mask.expand(n, *mask.shape))
         data_mask = None
-    guide = Guide(x.expand(n, *x.shape), first, None if data_mask is None else data_mask.expand(n, *data_mask.shape))
+    input_image = InputImage(x.expand(n, *x.shape), first, None if data_mask is None else data_mask.expand(n, *data_mask.shape))
     data_range = space.manifest.get("data_range")
     result = sample(space.model, conditions, steps, w, sampler, seed, tuple(data_range) if data_range else None,
-                    device=space.device, guide=guide)
+                    device=space.device, input_image=input_image)
     images = space.to_images(result.samples)
     if mask is not None:  # the kept pixels are the input's (in latent space the VAE would blur them)
         images = mask * images + (1 - mask) * image

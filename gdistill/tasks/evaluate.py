@@ -33,7 +33,8 @@ from ..metrics import class_energy_distance, energy_distance, frechet_distance_o
 from ..metrics.reference import FeatureCache, ReferenceSet, load_reference, tensor_hash
 from ..metrics.scores import inception_score, kernel_distance
 from ..models import Denoiser
-from ..run import MANIFEST, load_model, prepare_output, publish_dir, resolve_run
+from ..files import prepare_output, publish_dir
+from ..run_folder import MANIFEST, load_model, resolve_run
 from .sample import SampleResult, cycle_labels, sample, sample_prompts, save_samples
 
 METRIC_FLAGS = ("fid", "isc", "kid", "clip", "ed")

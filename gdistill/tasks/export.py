@@ -15,7 +15,8 @@ import torch
 from .. import __version__
 from ..errors import GdistillError
 from ..models.latent import SD_TEACHERS, pipeline_for
-from ..run import lineage, load_model, prepare_output, publish_dir
+from ..files import prepare_output, publish_dir
+from ..run_folder import lineage, load_model
 
 
 def student_scheduler(teacher_scheduler_config: dict):

@@ -69,7 +69,7 @@ def effective_guidance_table(model: Denoiser, teacher: Denoiser, data, ws: list[
 def run_effective_guidance(run: str, ws: list[float] | None, n: int, seed: int, device) -> tuple[dict, list[GuidanceRow]]:
     """(manifest, rows) for a Stage-1 or round run against its root teacher, on the run's training
     data; w defaults to five points spanning the run's w range, its ends included."""
-    from ..run import load_model
+    from ..run_folder import load_model
     from ..stages.common import training_data
 
     model, manifest, path = load_model(run)

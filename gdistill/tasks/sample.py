@@ -33,7 +33,7 @@ def cycle_labels(n: int, num_classes: int, label: int | None = None) -> torch.Te
 
 
 @dataclass
-class Guide:
+class InputImage:
     """Sampling that starts from, or keeps part of, an input (edit, inpaint).
 
     x: the inputs in the model's data space, one per sample (their shape is the samples').
@@ -51,7 +51,7 @@ class Guide:
 @torch.no_grad()
 def sample(model: Denoiser, labels: torch.Tensor, steps: int, w: float, sampler: str = "deterministic",
            seed: int = 0, data_range: tuple[float, float] | None = None, batch_size: int = 256,
-           device: str | torch.device = "cpu", guide: Guide | None = None,
+           device: str | torch.device = "cpu", input_image: InputImage | None = None,
            on_step: Callable[[int], None] | None = None) -> SampleResult:
     """Draw one sample per label. Noise comes from a CPU generator seeded with `seed`, so the same seed
     gives the same images on any device and for teacher and student alike (and an edit at full
@@ -61,20 +61,20 @@ def sample(model: Denoiser, labels: torch.Tensor, steps: int, w: float, sampler:
         raise GdistillError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
     generator = torch.Generator().manual_seed(seed)
     model = model.to(device)
-    first = guide.first_step if guide is not None else 0
+    first = input_image.first_step if input_image is not None else 0
     grid = sampling_grid(steps)[first:]
     start = time.perf_counter()
     out = []
     for offset in range(0, len(labels), batch_size):
         c = labels[offset:offset + batch_size].to(device)
-        shape = (len(c), *(guide.x.shape[1:] if guide is not None else model.data_shape))
+        shape = (len(c), *(input_image.x.shape[1:] if input_image is not None else model.data_shape))
         z = torch.randn(shape, generator=generator).to(device)
         noises = [torch.randn(shape, generator=generator).to(device) for _ in range(steps)] \
             if sampler == "stochastic" else None
         mask = None
-        if guide is not None:
-            x_in = guide.x[offset:offset + len(c)].to(device)
-            mask = None if guide.mask is None else guide.mask[offset:offset + len(c)].to(device)
+        if input_image is not None:
+            x_in = input_image.x[offset:offset + len(c)].to(device)
+            mask = None if input_image.mask is None else input_image.mask[offset:offset + len(c)].to(device)
             known_noises = [torch.randn(shape, generator=generator).to(device) for _ in grid] if mask is not None else None
             if first > 0:  # SDEdit: the input diffused to the first time (the noise z drawn as for sampling)
                 t0 = torch.full((len(c),), grid[0], device=device) if grid else torch.zeros(len(c), device=device)

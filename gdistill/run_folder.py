@@ -12,8 +12,6 @@ and becomes RUN by one rename, so RUN is either complete or absent.
 from __future__ import annotations
 
 import datetime
-import hashlib
-import os
 import shutil
 from importlib import resources
 from pathlib import Path
@@ -21,10 +19,11 @@ from pathlib import Path
 import torch
 import yaml
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from . import __version__
 from .errors import GdistillError
+from .files import fsync_file, publish_dir, save_safetensors_atomic, sha256_file
 
 MANIFEST = "manifest.yaml"
 WEIGHTS = "model.safetensors"
@@ -33,14 +32,6 @@ LOG = "log.jsonl"
 RUN_KINDS = ("teacher", "stage1", "round")
 REQUIRED_FIELDS = ("gdistill_version", "kind", "model", "files")
 BUILTIN_TEACHERS = ("digits", "toy2d")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def builtin_path(name: str) -> Path:
@@ -122,74 +113,6 @@ def load_model(arg: str | Path, raw: bool = False, pipeline_options: dict | None
     return model.eval().requires_grad_(False), manifest, run
 
 
-def work_dir_for(out: Path) -> Path:
-    return out.parent / f".{out.name}.partial"
-
-
-def prepare_output(out: Path, overwrite: bool, resumable: bool = True) -> Path:
-    """Check that `out` may be written and return its work folder: kept if it exists, for a
-    training run to resume; emptied with --overwrite, and always for outputs that are not
-    resumed (reports, exports, edits: a leftover is half-written)."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise GdistillError(f"{out} already exists: pass --overwrite to replace it, or choose another --out")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        work = work_dir_for(out)
-        if overwrite or not resumable:  # start again: an interrupted run's checkpoint is not resumed
-            shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(exist_ok=True)
-    except OSError as e:
-        raise GdistillError(f"cannot write to {out.parent}: {e.strerror}; choose a writable --out") from None
-    return work
-
-
-def check_writable(path: Path) -> None:
-    """Fail before any work when `path` (a file or folder to write later) could not be written: a
-    probe file is created and removed in its nearest existing folder, which leaves nothing behind
-    (the folders on the way are made only when the output is written)."""
-    folder = Path(path).absolute().parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    probe = folder / f".gdistill-probe-{os.getpid()}"
-    try:
-        if not folder.is_dir():
-            raise NotADirectoryError(20, "Not a directory")
-        probe.touch()
-        probe.unlink()
-    except OSError as e:
-        raise GdistillError(f"cannot write {path}: {folder} does not accept files ({e.strerror}); "
-                            "choose a writable --out") from None
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
-def save_safetensors_atomic(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    """Write a safetensors file whole or not at all: to a temporary name, synced, then renamed."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
-    _fsync_file(tmp)
-    os.chmod(tmp, 0o644)  # safetensors writes 0600; runs and the classifier are shared and shipped
-    os.replace(tmp, path)
-
-
-def publish_dir(work: Path, out: Path) -> Path:
-    """Rename a finished work folder to `out`, replacing an old `out` without ever leaving neither."""
-    if out.exists():  # --overwrite: move the old one aside first
-        old = out.parent / f".{out.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        work.rename(out)
-        shutil.rmtree(old)
-    else:
-        work.rename(out)
-    return out
-
-
 def commit_run(work: Path, out: Path, manifest: dict, weights: dict[str, dict[str, torch.Tensor]]) -> Path:
     """Write the weights and then the manifest into the work folder and rename it to `out`.
     `weights` maps file names (WEIGHTS, RAW_WEIGHTS) to state dicts."""
@@ -202,7 +125,7 @@ def commit_run(work: Path, out: Path, manifest: dict, weights: dict[str, dict[st
                 **manifest, "files": files}
     tmp = work / (MANIFEST + ".tmp")
     tmp.write_text(yaml.safe_dump(manifest, sort_keys=False))
-    _fsync_file(tmp)
+    fsync_file(tmp)
     tmp.rename(work / MANIFEST)
     shutil.rmtree(work / "resume", ignore_errors=True)
     return publish_dir(work, out)
