@@ -41,7 +41,15 @@ def run(cmd: list[str]) -> None:
 
 
 def training_seconds(run_dir: Path) -> float:
-    """A run's training time, from its log.jsonl (so reused runs report it too)."""
+    """A run's training time, from its log.jsonl (so reused runs report it too). A resumed run's log
+    goes back to its checkpoint's step: the wall time between the interruption and the resume is
+    left out, and the first record after it counts one logging interval at its own rate."""
     records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    records = [r for r in records if "steps_per_s" in r]
     first = records[0]
-    return records[-1]["time"] - first["time"] + first["step"] / first["steps_per_s"]
+    seconds = first["step"] / first["steps_per_s"]
+    interval = records[1]["step"] - first["step"] if len(records) > 1 else first["step"]
+    for before, record in zip(records, records[1:]):
+        resumed = record["step"] <= before["step"]
+        seconds += interval / record["steps_per_s"] if resumed else record["time"] - before["time"]
+    return seconds
