@@ -1,8 +1,8 @@
 """The one training loop every stage shares: accelerate, Adam, LR schedule, gradient clipping, EMA,
 resume checkpoints, a rich progress bar and a JSON-lines log.
 
-A stage supplies `loss_fn(model, generator, device) -> (loss, terms)`: it draws its own batch and
-noise from `generator` (a CPU torch.Generator seeded from the run's seed, saved in checkpoints), so
+A stage supplies its objective (stages/objectives.py), or any `loss_fn(model, generator, device) ->
+(loss, terms)`: it draws its own batch and noise from `generator` (a CPU torch.Generator seeded from the run's seed, saved in checkpoints), so
 a run is reproducible from its seed and resumes where it stopped.
 """
 from __future__ import annotations
@@ -28,6 +28,17 @@ from .files import save_safetensors_atomic, sha256_file
 from .run_folder import LOG
 
 LossFn = Callable[[torch.nn.Module, torch.Generator, torch.device], tuple[torch.Tensor, dict]]
+
+
+class Objective:
+    """A LossFn with once-per-run setup: `prepare(device)` runs before the first step (for example
+    a frozen teacher put on the device), then the objective is called every loss evaluation."""
+
+    def prepare(self, device: torch.device) -> None:
+        pass
+
+    def __call__(self, model: torch.nn.Module, generator: torch.Generator, device: torch.device) -> tuple[torch.Tensor, dict]:
+        raise NotImplementedError
 
 
 @dataclass
@@ -283,6 +294,8 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
     trainable = [p for p in inner.parameters() if p.requires_grad]
     ema = ShadowWeights(inner, settings.ema_decay) if settings.ema_decay > 0 else None
     start = _restore(*checkpoint, model, ema, optimizer, scheduler, generator, sharded) if checkpoint else 0
+    if isinstance(loss_fn, Objective):
+        loss_fn.prepare(device)
 
     work.mkdir(parents=True, exist_ok=True)
     log_path = work / LOG
