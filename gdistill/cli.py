@@ -315,7 +315,7 @@ def evaluate(
     from .metrics.reference import default_cache_dir, default_reference
     from .metrics.report import rich_table
     from .tasks.evaluate import Scorer, evaluate_into, is_text_model, plan_sweep, sample_shape
-    from .tasks.sample import SAMPLERS
+    from .diffusion.samplers import SAMPLERS
 
     ws = _check_ws(_numbers("--w", w))
     step_list = _numbers("--steps", steps, int) if steps else None

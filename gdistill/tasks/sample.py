@@ -1,5 +1,7 @@
-"""Sampling: deterministic DDIM or the paper's stochastic sampler on an N-step grid, for a
-w-conditioned student (1 call a step) or a guided teacher (2 calls a step, batched)."""
+"""Sampling: deterministic DDIM or the paper's stochastic sampler (diffusion/samplers.py) on an
+N-step grid, for a w-conditioned student (1 call a step) or a guided teacher (2 calls a step,
+batched). This module draws the noise, batches, starts edits and writes the results; the grid
+loop itself is diffusion.samplers.run_grid."""
 from __future__ import annotations
 
 import time
@@ -10,13 +12,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..diffusion import alpha_sigma_like, ddim_step_t, diffuse, keep_known, sampling_grid, stochastic_step
+from ..diffusion import sampling_grid
+from ..diffusion.samplers import SAMPLERS, KnownRegion, run_grid, sdedit_start
 from ..errors import GdistillError
 from ..images import image_grid, scatter_plot
 from ..models import Denoiser, calls_per_step, denoise_fn
-
-SAMPLERS = ("deterministic", "stochastic")
-
 
 @dataclass
 class SampleResult:
@@ -59,6 +59,7 @@ def sample(model: Denoiser, labels: torch.Tensor, steps: int, w: float, sampler:
     being the samples that step advanced (a progress bar's total is len(labels) x steps run)."""
     if sampler not in SAMPLERS:
         raise GdistillError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
+    update = SAMPLERS[sampler]
     generator = torch.Generator().manual_seed(seed)
     model = model.to(device)
     first = input_image.first_step if input_image is not None else 0
@@ -68,34 +69,25 @@ def sample(model: Denoiser, labels: torch.Tensor, steps: int, w: float, sampler:
     for offset in range(0, len(labels), batch_size):
         c = labels[offset:offset + batch_size].to(device)
         shape = (len(c), *(input_image.x.shape[1:] if input_image is not None else model.data_shape))
+        # The draws, in a fixed order: z, the sampler's noise for every grid step (drawn for the
+        # whole grid, so an edit uses the plain sample's noise at each time), the known region's.
         z = torch.randn(shape, generator=generator).to(device)
-        noises = [torch.randn(shape, generator=generator).to(device) for _ in range(steps)] \
-            if sampler == "stochastic" else None
-        mask = None
+        noises = [torch.randn(shape, generator=generator).to(device) for _ in range(steps)][first:] \
+            if update.draws_noise else None
+        known = None
         if input_image is not None:
             x_in = input_image.x[offset:offset + len(c)].to(device)
-            mask = None if input_image.mask is None else input_image.mask[offset:offset + len(c)].to(device)
-            known_noises = [torch.randn(shape, generator=generator).to(device) for _ in grid] if mask is not None else None
+            if input_image.mask is not None:
+                known = KnownRegion(x_in, input_image.mask[offset:offset + len(c)].to(device),
+                                    [torch.randn(shape, generator=generator).to(device) for _ in grid])
             if first > 0:  # SDEdit: the input diffused to the first time (the noise z drawn as for sampling)
-                t0 = torch.full((len(c),), grid[0], device=device) if grid else torch.zeros(len(c), device=device)
-                z = diffuse(x_in, z, *alpha_sigma_like(model.schedule, t0, z))
+                z = sdedit_start(model.schedule, x_in, z, grid[0] if grid else 0.0)
             if not grid:  # strength 0: nothing to run
                 z = x_in
         predict = denoise_fn(model, c, torch.full((len(c),), float(w), device=device))
-        for i, t_value in enumerate(grid):
-            t = torch.full((len(c),), t_value, device=device)
-            x = predict(z, t)
-            if data_range is not None:  # clip x to the data range at sampling time (pixel space)
-                x = x.clamp(*data_range)
-            s = (t - 1.0 / steps).clamp_min(0)
-            if sampler == "stochastic":
-                z = stochastic_step(model.schedule, z, x, t, 1.0 / steps, noises[first + i])
-            else:
-                z = ddim_step_t(model.schedule, z, x, t, s)
-            if mask is not None:
-                z = keep_known(z, x_in, mask, *alpha_sigma_like(model.schedule, s, z), known_noises[i])
-            if on_step is not None:
-                on_step(len(c))
+        # data_range: x clipped to it at sampling time (pixel space)
+        z = run_grid(predict, z, model.schedule, grid, 1.0 / steps, update, noises, data_range, known,
+                     None if on_step is None else lambda: on_step(len(c)))
         out.append(z.cpu())
     seconds = time.perf_counter() - start
     return SampleResult(torch.cat(out), labels, len(grid) * calls_per_step(model), seconds)

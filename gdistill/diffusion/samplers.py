@@ -1,0 +1,76 @@
+"""Samplers as plain functions of a denoiser, a starting z and a grid (as k-diffusion keeps its
+samplers): no models, no files, no batching. `predict_x(z, t) -> x` is any denoiser with its
+condition and w bound (models.denoise_fn: one call a step for a student, the guided pair for a
+teacher).
+
+A sampler is one update z_t -> z_s on the N-step grid (s = t - 1/N), given the prediction x and,
+for samplers that draw it, a fresh noise tensor per grid step. `SAMPLERS` is the registry the CLI
+reads (`--sampler`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .formulas import alpha_sigma_like, ddim_step_t, diffuse, keep_known, stochastic_step
+from .schedules import Schedule
+
+PredictX = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Update = Callable[[Schedule, torch.Tensor, torch.Tensor, torch.Tensor, float, "torch.Tensor | None"], torch.Tensor]
+
+
+def ddim_update(schedule: Schedule, z_t, x, t, step: float, noise=None):
+    """Deterministic DDIM from t to s = t - 1/N (formulas.ddim_step)."""
+    return ddim_step_t(schedule, z_t, x, t, (t - step).clamp_min(0))
+
+
+@dataclass(frozen=True)
+class Sampler:
+    name: str
+    update: Update
+    draws_noise: bool  # one fresh noise tensor per grid step
+    summary: str
+
+
+SAMPLERS: dict[str, Sampler] = {s.name: s for s in (
+    Sampler("deterministic", ddim_update, False, "DDIM: z_s = a_s x + s_s (z_t - a_t x) / s_t"),
+    Sampler("stochastic", stochastic_step, True,
+            "the paper's: DDIM two grid steps down, then fresh noise back up one (formulas.stochastic_step)"),
+)}
+
+
+@dataclass
+class KnownRegion:
+    """Inpainting by replacement: where mask = 0 the sample follows x_known diffused to the current
+    time (with noises[i] after grid step i), and is x_known itself at t = 0 (formulas.keep_known)."""
+    x_known: torch.Tensor
+    mask: torch.Tensor
+    noises: list[torch.Tensor]
+
+
+def sdedit_start(schedule: Schedule, x_in: torch.Tensor, noise: torch.Tensor, t_start: float) -> torch.Tensor:
+    """SDEdit: the input diffused to the grid's first time, z = a_t x + s_t e (t = 0: the input)."""
+    t = torch.full((len(x_in),), t_start, device=x_in.device)
+    return diffuse(x_in, noise, *alpha_sigma_like(schedule, t, x_in))
+
+
+def run_grid(predict_x: PredictX, z: torch.Tensor, schedule: Schedule, times: list[float], step: float,
+             sampler: Sampler, noises: list[torch.Tensor] | None = None, clip: tuple[float, float] | None = None,
+             known: KnownRegion | None = None, on_step: Callable[[], None] | None = None) -> torch.Tensor:
+    """Run `sampler` from z at times[0] down the grid (step = 1/N): at each t, x = predict_x(z, t),
+    clipped to `clip` (the data range, pixel space), then z <- sampler.update (with noises[i] for
+    samplers that draw noise), then the known region replaced. Returns z at t = 0."""
+    for i, t_value in enumerate(times):
+        t = torch.full((len(z),), t_value, device=z.device)
+        x = predict_x(z, t)
+        if clip is not None:
+            x = x.clamp(*clip)
+        z = sampler.update(schedule, z, x, t, step, noises[i] if sampler.draws_noise else None)
+        if known is not None:
+            s = (t - step).clamp_min(0)
+            z = keep_known(z, known.x_known, known.mask, *alpha_sigma_like(schedule, s, z), known.noises[i])
+        if on_step is not None:
+            on_step()
+    return z
