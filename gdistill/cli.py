@@ -249,8 +249,8 @@ def sample(from_run: str = typer.Option(..., "--from", help="A run, a built-in t
     if out.suffix not in (".png", ".npz"):
         raise GdistillError(f"--out {out} must end in .png (an image) or .npz (arrays)")
     check_writable(out)  # before any sampling, which can take minutes
-    model, manifest, run = load_model(from_run, raw=raw_weights)
-    text_model = bool(manifest.get("pipeline"))
+    loaded = load_model(from_run, raw=raw_weights)
+    (model, manifest, run), text_model = loaded, loaded.is_text
     if text_model and not prompt:
         raise GdistillError(f"{run} is text-conditioned: pass --prompt \"...\" (repeat it for more prompts)")
     if not text_model and (prompt or negative_prompt is not None):
@@ -270,12 +270,11 @@ def sample(from_run: str = typer.Option(..., "--from", help="A run, a built-in t
         save_samples(result, out, (-1.0, 1.0), min(n, len(prompt)), prompts=prompt)
     else:
         n = n or 64
-        data_range = manifest.get("data_range")
         with _step_progress("sample", n * steps) as on_step:
             result = run_sample(model, cycle_labels(n, model.num_classes, label), steps, w, sampler, seed,
-                                tuple(data_range) if data_range else None, device=_device(device), on_step=on_step)
+                                loaded.data_range, device=_device(device), on_step=on_step)
         columns = model.num_classes if label is None and model.num_classes <= 16 else None
-        save_samples(result, out, tuple(data_range) if data_range else None, columns)
+        save_samples(result, out, loaded.data_range, columns)
     console.print(f"{n} samples, {steps} steps, {result.calls_per_image} network calls per sample, "
                   f"{result.seconds / n * 1000:.2f} ms per sample -> {out}")
 
@@ -314,8 +313,8 @@ def evaluate(
     from .metrics.clip import read_prompts
     from .metrics.reference import default_cache_dir, default_reference
     from .metrics.report import rich_table
-    from .tasks.evaluate import Scorer, evaluate_into, is_text_model, plan_sweep, sample_shape
     from .diffusion.samplers import SAMPLERS
+    from .tasks.evaluate import Scorer, evaluate_into, is_text_model, plan_sweep, sample_shape
 
     ws = _check_ws(_numbers("--w", w))
     step_list = _numbers("--steps", steps, int) if steps else None

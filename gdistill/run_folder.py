@@ -15,6 +15,7 @@ import datetime
 import shutil
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import yaml
@@ -90,7 +91,33 @@ def load_weights(run: Path, manifest: dict, raw: bool = False) -> dict[str, torc
         raise GdistillError(f"cannot read {path}: {e}") from None
 
 
-def load_model(arg: str | Path, raw: bool = False, pipeline_options: dict | None = None):
+def is_text_run(manifest: dict) -> bool:
+    """A run of an SD-family (diffusers pipeline) teacher: text-conditioned, sampled in VAE latents."""
+    return bool(manifest.get("pipeline"))
+
+
+def data_range_of(manifest: dict) -> tuple[float, float] | None:
+    """The range pixel samples are clipped to while sampling; None for latents and 2-D points."""
+    data_range = manifest.get("data_range")
+    return tuple(data_range) if data_range else None
+
+
+class LoadedRun(NamedTuple):
+    """A loaded run: unpacks as (model, manifest, path) and answers what its manifest says."""
+    model: torch.nn.Module
+    manifest: dict
+    path: Path
+
+    @property
+    def is_text(self) -> bool:
+        return is_text_run(self.manifest)
+
+    @property
+    def data_range(self) -> tuple[float, float] | None:
+        return data_range_of(self.manifest)
+
+
+def load_model(arg: str | Path, raw: bool = False, pipeline_options: dict | None = None) -> LoadedRun:
     """(denoiser in eval mode, manifest, run path) for a run or built-in teacher name; for a
     diffusers teacher (sd15, a pipeline folder or checkpoint file; `pipeline_options` revision and
     variant) the manifest names the pipeline and the path is its source."""
@@ -98,7 +125,7 @@ def load_model(arg: str | Path, raw: bool = False, pipeline_options: dict | None
     from .models.latent import is_pipeline_teacher, load_pipeline_teacher
 
     if is_pipeline_teacher(arg):
-        return load_pipeline_teacher(str(arg), **(pipeline_options or {}))
+        return LoadedRun(*load_pipeline_teacher(str(arg), **(pipeline_options or {})))
     run = resolve_run(arg)
     manifest = read_manifest(run)
     try:
@@ -110,7 +137,7 @@ def load_model(arg: str | Path, raw: bool = False, pipeline_options: dict | None
     if missing or unexpected:
         raise GdistillError(f"{run / WEIGHTS} does not fit the model in its manifest "
                             f"(missing {len(missing)}, unexpected {len(unexpected)} tensors): re-create the run")
-    return model.eval().requires_grad_(False), manifest, run
+    return LoadedRun(model.eval().requires_grad_(False), manifest, run)
 
 
 def commit_run(work: Path, out: Path, manifest: dict, weights: dict[str, dict[str, torch.Tensor]]) -> Path:

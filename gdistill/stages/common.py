@@ -8,9 +8,9 @@ import torch
 from ..config import settings_dict
 from ..data import Dataset, load_dataset
 from ..errors import GdistillError
-from ..models import Denoiser
 from ..files import prepare_output, work_dir_for
-from ..run_folder import RAW_WEIGHTS, WEIGHTS, commit_run
+from ..models import Denoiser
+from ..run_folder import RAW_WEIGHTS, WEIGHTS, commit_run, is_text_run
 from ..train import LoopSettings, LossFn, process_state, train
 
 
@@ -19,7 +19,7 @@ def training_data(data: str | None, manifest: dict, cache: str | None = None,
     """What a stage trains on: --data, else the data recorded in the (teacher's) manifest. Runs of
     a diffusers teacher (manifest `pipeline`) train on image-caption pairs encoded by that
     pipeline's frozen VAE and text encoder."""
-    if not manifest.get("pipeline"):
+    if not is_text_run(manifest):
         if cache:
             raise GdistillError("--cache holds VAE latents and text embeddings for SD-family teachers; leave it out here")
         return load_dataset(data) if data else load_dataset(manifest["dataset"])

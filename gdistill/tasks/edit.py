@@ -32,9 +32,10 @@ import torch
 
 from ..diffusion import snap_strength
 from ..errors import GdistillError
+from ..files import check_writable, prepare_output, publish_dir
 from ..images import IMAGE_SUFFIXES, open_image, read_image, to_pil, to_uint8_images
 from ..models import Denoiser
-from ..files import check_writable, prepare_output, publish_dir
+from ..run_folder import data_range_of, is_text_run
 from .sample import InputImage, SampleResult, sample
 
 
@@ -104,7 +105,7 @@ class ModelSpace:
     def __init__(self, model: Denoiser, manifest: dict, device, warn: Callable[[str], None]):
         self.model, self.manifest, self.device, self.warn = model, manifest, device, warn
         self.encoders = None
-        if manifest.get("pipeline"):
+        if is_text_run(manifest):
             from ..models.latent import SDEncoders
 
             self.encoders = SDEncoders(manifest["pipeline"]).to(device)
@@ -168,8 +169,7 @@ def edit_one(space: ModelSpace, item: EditInput, n: int, steps: int, w: float, s
         conditions = space.encoders.inpaint_condition(conditions, image.expand(n, *image.shape), mask.expand(n, *mask.shape))
         data_mask = None
     input_image = InputImage(x.expand(n, *x.shape), first, None if data_mask is None else data_mask.expand(n, *data_mask.shape))
-    data_range = space.manifest.get("data_range")
-    result = sample(space.model, conditions, steps, w, sampler, seed, tuple(data_range) if data_range else None,
+    result = sample(space.model, conditions, steps, w, sampler, seed, data_range_of(space.manifest),
                     device=space.device, input_image=input_image)
     images = space.to_images(result.samples)
     if mask is not None:  # the kept pixels are the input's (in latent space the VAE would blur them)

@@ -29,12 +29,12 @@ from typing import Callable
 import torch
 
 from ..errors import GdistillError
+from ..files import prepare_output, publish_dir
 from ..metrics import class_energy_distance, energy_distance, frechet_distance_of
 from ..metrics.reference import FeatureCache, ReferenceSet, load_reference, tensor_hash
 from ..metrics.scores import inception_score, kernel_distance
 from ..models import Denoiser
-from ..files import prepare_output, publish_dir
-from ..run_folder import MANIFEST, load_model, resolve_run
+from ..run_folder import MANIFEST, data_range_of, is_text_run, load_model, resolve_run
 from .sample import SampleResult, cycle_labels, sample, sample_prompts, save_samples
 
 METRIC_FLAGS = ("fid", "isc", "kid", "clip", "ed")
@@ -124,7 +124,7 @@ def plan_sweep(froms: list[str], steps: list[int] | None, teacher_steps: list[in
                 except GdistillError as e:
                     raise GdistillError(f"cannot load {run}'s teacher (for --teacher-steps or the to-teacher "
                                         f"columns): {e}") from None
-                if teacher_manifest.get("pipeline"):  # a diffusers teacher, at the run's resolution
+                if is_text_run(teacher_manifest):  # a diffusers teacher, at the run's resolution
                     teacher.with_latent_size(model.data_shape[-1])
                 known = teacher_entry(manifest["teacher"], teacher, teacher_manifest, str(Path(teacher_path).resolve()))
             entry.teacher = known
@@ -141,7 +141,7 @@ def plan_sweep(froms: list[str], steps: list[int] | None, teacher_steps: list[in
 
 
 def is_text_model(entry: SweepModel) -> bool:
-    return bool(entry.manifest.get("pipeline"))
+    return is_text_run(entry.manifest)
 
 
 def sample_shape(entry: SweepModel) -> tuple[int, ...]:
@@ -350,9 +350,8 @@ def _sample_entry(entry: SweepModel, steps: int, w: float, sampler: str, n: int,
     """n samples of one model at (steps, w, sampler): class labels cycling, or prompts for text models."""
     if is_text_model(entry):
         return sample_prompts(entry.model, entry.manifest, prompts, n, steps, w, sampler, seed, device)
-    data_range = entry.manifest.get("data_range")
     return sample(entry.model, cycle_labels(n, entry.model.num_classes), steps, w, sampler, seed,
-                  tuple(data_range) if data_range else None, device=device)
+                  data_range_of(entry.manifest), device=device)
 
 
 def run_sweep(sweep: list[SweepModel], ws: list[float], scorer: Scorer, n: int, seed: int, device,
@@ -398,12 +397,11 @@ def evaluate_into(out: Path, overwrite: bool, sweep: list[SweepModel], ws: list[
     entries = {e.label: e for e in sweep}
 
     def save_grid(row: Row, result: SampleResult) -> None:
-        data_range = entries[row.run].manifest.get("data_range")
         first = SampleResult(result.samples[:100], result.labels[:100], result.calls_per_image, result.seconds)
         num_classes = entries[row.run].model.num_classes
         name = f"{Path(row.run).name}-{row.model}-{row.sampler}-{row.steps}steps-w{row.w:g}.png"
         text = is_text_model(entries[row.run])
-        save_samples(first, work / "grids" / name, tuple(data_range) if data_range else None,
+        save_samples(first, work / "grids" / name, data_range_of(entries[row.run].manifest),
                      num_classes if 0 < num_classes <= 16 else None, prompts=prompts if text else None)
         on_row(row)
 

@@ -14,9 +14,9 @@ import torch
 
 from .. import __version__
 from ..errors import GdistillError
-from ..models.latent import SD_TEACHERS, pipeline_for
 from ..files import prepare_output, publish_dir
-from ..run_folder import lineage, load_model
+from ..models.latent import SD_TEACHERS, pipeline_for
+from ..run_folder import is_text_run, lineage, load_model
 
 
 def student_scheduler(teacher_scheduler_config: dict):
@@ -32,7 +32,7 @@ def export(run_arg: str, out: Path, overwrite: bool = False) -> Path:
     from diffusers import StableDiffusionPipeline
 
     model, manifest, run = load_model(run_arg)
-    if not manifest.get("pipeline"):
+    if not is_text_run(manifest):
         raise GdistillError(f"{run} is a {model.kind} run: export writes diffusers Stable Diffusion pipelines, "
                             "for students of SD-family teachers (`gdistill match --teacher sd15 ...`)")
     if not model.w_conditioned:
