@@ -122,7 +122,7 @@ def load_model(arg: str | Path, raw: bool = False, pipeline_options: dict | None
     diffusers teacher (sd15, a pipeline folder or checkpoint file; `pipeline_options` revision and
     variant) the manifest names the pipeline and the path is its source."""
     from .models import build_denoiser
-    from .models.latent import is_pipeline_teacher, load_pipeline_teacher
+    from .models.sd_pipeline import is_pipeline_teacher, load_pipeline_teacher
 
     if is_pipeline_teacher(arg):
         return LoadedRun(*load_pipeline_teacher(str(arg), **(pipeline_options or {})))

@@ -131,7 +131,7 @@ def sd_student(tmp_path_factory):
 
 
 def test_latent_edit_and_inpaint(sd_student, tmp_path, cli):
-    from gdistill.models.latent import SDEncoders
+    from gdistill.models.sd_encoders import SDEncoders
 
     run = sd_student / "stage1"
     photo = sd_student / "photo.png"
@@ -188,7 +188,9 @@ def test_inpainting_teacher_matches_diffusers_and_distils_into_an_inpainting_stu
     and keeps the known pixels exactly."""
     from diffusers import DDIMScheduler
 
-    from gdistill.models.latent import SDEncoders, load_sd_pipeline
+    from gdistill.models.sd_encoders import SDEncoders
+
+    from gdistill.models.sd_pipeline import load_sd_pipeline
 
     teacher_dir = build_tiny_sd(tmp_path / "inpainting", inpainting=True)
     teacher, manifest, _ = load_model(teacher_dir)

@@ -6,7 +6,8 @@ import torch
 
 from gdistill.errors import GdistillError
 from gdistill.models import build_denoiser, make_student
-from gdistill.models.latent import LatentUNetDenoiser, guidance_scale_embedding, load_sd_pipeline
+from gdistill.models.latent import LatentUNetDenoiser, guidance_scale_embedding
+from gdistill.models.sd_pipeline import load_sd_pipeline
 from gdistill.tasks.sample import sample
 from tests.sd_tiny import build_tiny_sd
 

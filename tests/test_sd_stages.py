@@ -14,7 +14,8 @@ from gdistill.data.captions import CaptionDataset
 from gdistill.data.latents import LatentCaptionData
 from gdistill.diffusion import alpha_sigma_like, diffuse, weighted_x_loss
 from gdistill.models import guided_predict_x, make_student
-from gdistill.models.latent import SDEncoders, pipeline_record
+from gdistill.models.sd_encoders import SDEncoders
+from gdistill.models.sd_pipeline import pipeline_record
 from gdistill.run_folder import load_model, read_manifest
 from gdistill.stages.common import training_data
 from gdistill.tasks.sample import sample
@@ -178,7 +179,7 @@ def test_negative_prompt_replaces_the_unconditional_branch(sd, tmp_path, cli):
     bakes its negative prompt in at Stage 1 and refuses one at sampling time."""
     from diffusers import DDIMScheduler
 
-    from gdistill.models.latent import load_sd_pipeline
+    from gdistill.models.sd_pipeline import load_sd_pipeline
     from gdistill.tasks.sample import sample_prompts
 
     teacher, manifest, _ = load_model(sd["teacher"])

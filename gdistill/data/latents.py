@@ -24,7 +24,7 @@ from ..images import read_centre_crop
 from .captions import CaptionDataset
 
 if TYPE_CHECKING:
-    from ..models.latent import SDEncoders
+    from ..models.sd_encoders import SDEncoders
 
 
 class LatentCaptionData(Dataset):

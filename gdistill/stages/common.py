@@ -25,7 +25,7 @@ def training_data(data: str | None, manifest: dict, cache: str | None = None,
         return load_dataset(data) if data else load_dataset(manifest["dataset"])
     from ..data.captions import CaptionDataset
     from ..data.latents import InpaintingCaptionData, LatentCaptionData
-    from ..models.latent import SDEncoders
+    from ..models.sd_encoders import SDEncoders
 
     recorded = manifest.get("dataset") or {}
     source = data or recorded.get("path")

@@ -106,7 +106,7 @@ class ModelSpace:
         self.model, self.manifest, self.device, self.warn = model, manifest, device, warn
         self.encoders = None
         if is_text_run(manifest):
-            from ..models.latent import SDEncoders
+            from ..models.sd_encoders import SDEncoders
 
             self.encoders = SDEncoders(manifest["pipeline"]).to(device)
         self.channels = 3 if self.encoders is not None else model.data_shape[0]

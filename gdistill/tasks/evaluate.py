@@ -148,7 +148,7 @@ def sample_shape(entry: SweepModel) -> tuple[int, ...]:
     """What is scored: the model's samples, or for SD-family runs the VAE's decoded images."""
     if not is_text_model(entry):
         return tuple(entry.model.data_shape)
-    from ..models.latent import pipeline_for
+    from ..models.sd_pipeline import pipeline_for
 
     pipe = pipeline_for(entry.manifest["pipeline"])
     size = entry.model.data_shape[-1] * pipe.vae_scale_factor

@@ -15,7 +15,7 @@ import torch
 from .. import __version__
 from ..errors import GdistillError
 from ..files import prepare_output, publish_dir
-from ..models.latent import SD_TEACHERS, pipeline_for
+from ..models.sd_pipeline import SD_TEACHERS, pipeline_for
 from ..run_folder import is_text_run, lineage, load_model
 
 

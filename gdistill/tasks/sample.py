@@ -99,7 +99,7 @@ def sample_prompts(model: Denoiser, manifest: dict, prompts: list[str], n: int, 
     """Images from an SD-family run or teacher: prompt k % len(prompts) for image k, sampled in
     latent space as `sample` does, decoded by the teacher pipeline's VAE. Returns images in
     [-1, 1] with the prompt index as the label."""
-    from ..models.latent import SDEncoders
+    from ..models.sd_encoders import SDEncoders
 
     if getattr(model, "inpainting", False):
         raise GdistillError("this is an inpainting model: it needs an image and a mask; use `gdistill inpaint`")
