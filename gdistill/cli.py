@@ -55,6 +55,13 @@ Resume = typer.Option(None, "--resume", help="auto (default): continue the outpu
 DetectAnomaly = typer.Option(None, "--detect-anomaly/--no-detect-anomaly", help="torch's autograd anomaly detection (slow; for finding where a NaN starts).")
 
 
+def _stage_config(cls, options: dict):
+    """A training command's config from its parameters, which are named as the config's fields:
+    the --config file's values, overridden by the options given (not None)."""
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
+    return build_config(cls, options.pop("config"), options)
+
+
 def _check_steps(run, manifest: dict, steps: int, allow_any: bool) -> None:
     """A round is distilled for its own grid: another --steps is refused unless asked for."""
     distilled = manifest.get("steps")
@@ -147,14 +154,10 @@ def teach(dataset: str = typer.Option(None, "--dataset", help="toy2d, digits, fa
           detect_anomaly: Optional[bool] = DetectAnomaly, resume: Optional[str] = Resume,
           overwrite: Optional[bool] = Overwrite, config: Optional[Path] = ConfigFile):
     """Train a classifier-free-guided teacher on a dataset."""
+    options = dict(locals())  # the parameters: each is a TeachConfig field of the same name
     from .stages.teach import teach as run_teach
 
-    cfg = build_config(TeachConfig, config, dict(
-        dataset=dataset, out=str(out), image_size=image_size, channels=channels, parameterization=parameterization,
-        p_uncond=p_uncond, train_steps=train_steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay,
-        weighting=weighting, seed=seed, log_every=log_every, checkpoint_every=checkpoint_every,
-        mixed_precision=mixed_precision, gradient_accumulation=gradient_accumulation, detect_anomaly=detect_anomaly,
-        overwrite=overwrite, resume=resume))
+    cfg = _stage_config(TeachConfig, options)
     done = run_teach(cfg)
     _tell_once(f"teacher written to {done}")
 
@@ -178,16 +181,10 @@ def match(teacher: str = typer.Option(None, "--teacher", help="A teacher run, a 
           log_every: Optional[int] = LogEvery, checkpoint_every: Optional[int] = CheckpointEvery,
           overwrite: Optional[bool] = Overwrite, config: Optional[Path] = ConfigFile):
     """Stage 1: train a w-conditioned student on the teacher's guided output for all w in a range."""
+    options = dict(locals())
     from .stages.match import match as run_match
 
-    cfg = build_config(MatchConfig, config, dict(
-        teacher=teacher, out=str(out), data=data, w_min=w_min, w_max=w_max, resolution=resolution,
-        revision=revision, variant=variant, negative_prompt=negative_prompt, cache=cache, lora_rank=lora_rank,
-        w_end_fraction=w_end_fraction,
-        gradient_checkpointing=gradient_checkpointing, mixed_precision=mixed_precision,
-        gradient_accumulation=gradient_accumulation, detect_anomaly=detect_anomaly, train_steps=train_steps,
-        batch_size=batch_size, lr=lr, ema_decay=ema_decay, weighting=weighting, seed=seed,
-        log_every=log_every, checkpoint_every=checkpoint_every, overwrite=overwrite, resume=resume))
+    cfg = _stage_config(MatchConfig, options)
     done = run_match(cfg)
     _tell_once(f"stage-1 student written to {done}")
 
@@ -207,15 +204,10 @@ def halve(from_run: str = typer.Option(None, "--from", help="A stage-1 run or a 
           log_every: Optional[int] = LogEvery, checkpoint_every: Optional[int] = CheckpointEvery,
           overwrite: Optional[bool] = Overwrite, config: Optional[Path] = ConfigFile):
     """Stage 2: progressive distillation, each round halving the sampling steps."""
+    options = dict(locals())
     from .stages.halve import halve as run_halve
 
-    cfg = build_config(HalveConfig, config, dict(
-        from_run=from_run, out=str(out), rounds=rounds, start_steps=start_steps, data=data, cache=cache,
-        w_end_fraction=w_end_fraction,
-        lora_rank=lora_rank, gradient_checkpointing=gradient_checkpointing, mixed_precision=mixed_precision,
-        gradient_accumulation=gradient_accumulation, detect_anomaly=detect_anomaly,
-        train_steps=train_steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, weighting=weighting,
-        seed=seed, log_every=log_every, checkpoint_every=checkpoint_every, overwrite=overwrite, resume=resume))
+    cfg = _stage_config(HalveConfig, options)
     if not cfg.from_run:
         raise GdistillError("--from is required: pass a stage-1 run (from `gdistill match`) or a round-K run")
     for run in run_halve(cfg):
