@@ -62,14 +62,8 @@ def _stage_config(cls, options: dict):
     return build_config(cls, options.pop("config"), options)
 
 
-def _check_steps(run, manifest: dict, steps: int, allow_any: bool) -> None:
-    """A round is distilled for its own grid: another --steps is refused unless asked for."""
-    distilled = manifest.get("steps")
-    if distilled and steps != distilled:
-        if not allow_any:
-            raise GdistillError(f"{run} was distilled for {distilled} steps, not {steps}: leave --steps out, "
-                                "or pass --allow-any-steps to sample it off its grid")
-        console.print(f"[yellow]warning:[/] {run} was distilled for {distilled} steps; sampling with {steps}")
+def _warn(message: str) -> None:
+    console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
 
 
 def _check_ws(ws: list[float]) -> list[float]:
@@ -78,13 +72,6 @@ def _check_ws(ws: list[float]) -> list[float]:
     if bad:
         raise GdistillError(f"--w must be a finite number >= 0 (paper's w; guidance_scale - 1), got {bad[0]}")
     return ws
-
-
-def _warn_outside_w_range(manifest: dict, w: float) -> None:
-    """A student learned w in its range only; outside it the output is an extrapolation."""
-    w_range = manifest.get("w_range")
-    if w_range and not w_range[0] <= w <= w_range[1]:
-        console.print(f"[yellow]warning:[/] w={w} is outside the trained range [{w_range[0]}, {w_range[1]}]")
 
 
 @contextlib.contextmanager
@@ -229,44 +216,11 @@ def sample(from_run: str = typer.Option(..., "--from", help="A run, a built-in t
            allow_any_steps: bool = AllowAnySteps,
            device: str = typer.Option("auto", "--device", help="torch device: auto (the GPU if there is one), cpu, cuda.")):
     """Generate samples from a run: the student in N calls, or a teacher with guided DDIM in 2 calls a step."""
-    from .files import check_writable
-    from .run_folder import RAW_WEIGHTS, load_model
-    from .tasks.sample import cycle_labels, sample as run_sample, sample_prompts, save_samples
+    from .tasks.sample import sample_to_file
 
-    if n is not None and n < 1:
-        raise GdistillError(f"--n must be at least 1, got {n}")
-    if steps is not None and steps < 1:
-        raise GdistillError(f"--steps must be at least 1, got {steps}")
     _check_ws([w])
-    if out.suffix not in (".png", ".npz"):
-        raise GdistillError(f"--out {out} must end in .png (an image) or .npz (arrays)")
-    check_writable(out)  # before any sampling, which can take minutes
-    loaded = load_model(from_run, raw=raw_weights)
-    (model, manifest, run), text_model = loaded, loaded.is_text
-    if text_model and not prompt:
-        raise GdistillError(f"{run} is text-conditioned: pass --prompt \"...\" (repeat it for more prompts)")
-    if not text_model and (prompt or negative_prompt is not None):
-        raise GdistillError(f"{run} is class-conditional ({model.kind}): choose the class with --label, not --prompt")
-    if text_model and label is not None:
-        raise GdistillError(f"{run} is text-conditioned: it takes --prompt, not --label")
-    if raw_weights and RAW_WEIGHTS not in manifest["files"]:
-        console.print(f"[yellow]warning:[/] {run} keeps no raw weights (no EMA was kept, or it is a built-in); using its only weights")
-    if label is not None and not 0 <= label < model.num_classes:
-        raise GdistillError(f"--label {label} is out of range: {run} has classes 0..{model.num_classes - 1}")
-    steps = steps or manifest.get("steps") or 256
-    _check_steps(run, manifest, steps, allow_any_steps)
-    _warn_outside_w_range(manifest, w)
-    if text_model:
-        n = n or len(prompt)
-        result = sample_prompts(model, manifest, prompt, n, steps, w, sampler, seed, _device(device), negative_prompt)
-        save_samples(result, out, (-1.0, 1.0), min(n, len(prompt)), prompts=prompt)
-    else:
-        n = n or 64
-        with _step_progress("sample", n * steps) as on_step:
-            result = run_sample(model, cycle_labels(n, model.num_classes, label), steps, w, sampler, seed,
-                                loaded.data_range, device=_device(device), on_step=on_step)
-        columns = model.num_classes if label is None and model.num_classes <= 16 else None
-        save_samples(result, out, loaded.data_range, columns)
+    result, n, steps = sample_to_file(from_run, out, n, steps, w, label, prompt, negative_prompt, sampler, seed,
+                                      _device(device), raw_weights, allow_any_steps, _warn, _step_progress)
     console.print(f"{n} samples, {steps} steps, {result.calls_per_image} network calls per sample, "
                   f"{result.seconds / n * 1000:.2f} ms per sample -> {out}")
 
@@ -385,14 +339,11 @@ def _edit_command(from_run, image, mask, out, prompt, label, strength, steps, w,
         raise GdistillError(f"--strength must be in [0, 1], got {strength}")
     inputs = collect_inputs(image, mask)
     check_output(out, len(inputs) == 1 and n == 1, overwrite)
-    model, manifest, run = load_model(from_run)
-    steps = steps or manifest.get("steps") or 256
-    if steps < 1:
-        raise GdistillError(f"--steps must be at least 1, got {steps}")
-    _check_steps(run, manifest, steps, allow_any_steps)
-    _warn_outside_w_range(manifest, w)
-    warn = lambda m: console.print(f"[yellow]warning:[/] {escape(m)}", highlight=False)  # noqa: E731
-    space = ModelSpace(model, manifest, _device(device), warn)
+    loaded = load_model(from_run)
+    model, manifest, run = loaded
+    steps = loaded.sampling_steps(steps, allow_any_steps, _warn)
+    loaded.warn_outside_w_range(w, _warn)
+    space = ModelSpace(model, manifest, _device(device), _warn)
     space.conditions(1, label, prompt)  # a wrong --label / missing --prompt fails before any work
     if space.inpainting_model and strength is not None:
         raise GdistillError("this run is an inpainting model: it takes an image and a mask; use `gdistill inpaint`")

@@ -15,7 +15,7 @@ import datetime
 import shutil
 from importlib import resources
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 import yaml
@@ -115,6 +115,26 @@ class LoadedRun(NamedTuple):
     @property
     def data_range(self) -> tuple[float, float] | None:
         return data_range_of(self.manifest)
+
+    def sampling_steps(self, steps: int | None, allow_any: bool, warn: Callable[[str], None]) -> int:
+        """--steps, or the run's own grid (256 for a teacher or a Stage-1 model). A round is
+        distilled for its own grid: another step count is refused unless `allow_any`."""
+        if steps is not None and steps < 1:
+            raise GdistillError(f"--steps must be at least 1, got {steps}")
+        distilled = self.manifest.get("steps")
+        steps = steps or distilled or 256
+        if distilled and steps != distilled:
+            if not allow_any:
+                raise GdistillError(f"{self.path} was distilled for {distilled} steps, not {steps}: leave --steps out, "
+                                    "or pass --allow-any-steps to sample it off its grid")
+            warn(f"{self.path} was distilled for {distilled} steps; sampling with {steps}")
+        return steps
+
+    def warn_outside_w_range(self, w: float, warn: Callable[[str], None]) -> None:
+        """A student learned w in its range only; outside it the output is an extrapolation."""
+        w_range = self.manifest.get("w_range")
+        if w_range and not w_range[0] <= w <= w_range[1]:
+            warn(f"w={w} is outside the trained range [{w_range[0]}, {w_range[1]}]")
 
 
 def load_model(arg: str | Path, raw: bool = False, pipeline_options: dict | None = None) -> LoadedRun:

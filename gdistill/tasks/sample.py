@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ContextManager
 
 import numpy as np
 import torch
@@ -141,3 +141,49 @@ def save_samples(result: SampleResult, path: Path, data_range, columns: int | No
         image.save(tmp)
     tmp.replace(path)
     return path
+
+
+def sample_to_file(from_run: str, out: Path, n: int | None, steps: int | None, w: float, label: int | None,
+                   prompts: list[str] | None, negative_prompt: str | None, sampler: str, seed: int, device,
+                   raw_weights: bool, allow_any_steps: bool, warn: Callable[[str], None],
+                   progress: Callable[[str, int], ContextManager[Callable[[int], None]]]) -> tuple[SampleResult, int, int]:
+    """`gdistill sample`: every check that needs no sampling first (the output is checked writable
+    before the minutes of sampling), then n samples (64 for class models, one a prompt for text
+    models) at the run's own steps unless told, written to `out` (.png grid or .npz).
+    Returns (result, n, steps)."""
+    from ..files import check_writable
+    from ..run_folder import RAW_WEIGHTS, load_model
+
+    if n is not None and n < 1:
+        raise GdistillError(f"--n must be at least 1, got {n}")
+    if steps is not None and steps < 1:
+        raise GdistillError(f"--steps must be at least 1, got {steps}")
+    if out.suffix not in (".png", ".npz"):
+        raise GdistillError(f"--out {out} must end in .png (an image) or .npz (arrays)")
+    check_writable(out)
+    loaded = load_model(from_run, raw=raw_weights)
+    model, manifest, run = loaded
+    if loaded.is_text and not prompts:
+        raise GdistillError(f"{run} is text-conditioned: pass --prompt \"...\" (repeat it for more prompts)")
+    if not loaded.is_text and (prompts or negative_prompt is not None):
+        raise GdistillError(f"{run} is class-conditional ({model.kind}): choose the class with --label, not --prompt")
+    if loaded.is_text and label is not None:
+        raise GdistillError(f"{run} is text-conditioned: it takes --prompt, not --label")
+    if raw_weights and RAW_WEIGHTS not in manifest["files"]:
+        warn(f"{run} keeps no raw weights (no EMA was kept, or it is a built-in); using its only weights")
+    if label is not None and not 0 <= label < model.num_classes:
+        raise GdistillError(f"--label {label} is out of range: {run} has classes 0..{model.num_classes - 1}")
+    steps = loaded.sampling_steps(steps, allow_any_steps, warn)
+    loaded.warn_outside_w_range(w, warn)
+    if loaded.is_text:
+        n = n or len(prompts)
+        result = sample_prompts(model, manifest, prompts, n, steps, w, sampler, seed, device, negative_prompt)
+        save_samples(result, out, (-1.0, 1.0), min(n, len(prompts)), prompts=prompts)
+    else:
+        n = n or 64
+        with progress("sample", n * steps) as on_step:
+            result = sample(model, cycle_labels(n, model.num_classes, label), steps, w, sampler, seed,
+                            loaded.data_range, device=device, on_step=on_step)
+        columns = model.num_classes if label is None and model.num_classes <= 16 else None
+        save_samples(result, out, loaded.data_range, columns)
+    return result, n, steps
