@@ -1,6 +1,5 @@
-"""The gdistill command line: one function per subcommand. teach, match, halve and export only build a
-config and call their stage or task; sample, eval and info still check some options and format their
-tables here.
+"""The gdistill command line: one thin function per subcommand. It parses the options, calls a stage
+(stages/) or a task (tasks/), where the rules live, and prints.
 
 Flags take the paper's guidance strength w (x_w = (1 + w) x_c - w x_u; diffusers' guidance_scale is
 w + 1). Options left out come from --config FILE.yaml, then from the model kind's defaults.
@@ -256,49 +255,19 @@ def evaluate(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .metrics.clip import read_prompts
-    from .metrics.reference import default_cache_dir, default_reference
+    from .metrics.reference import default_cache_dir
     from .metrics.report import rich_table
-    from .diffusion.samplers import SAMPLERS
-    from .tasks.evaluate import Scorer, evaluate_into, is_text_model, plan_sweep, sample_shape
+    from .tasks.evaluate import evaluate_into, plan_eval
 
     ws = _check_ws(_numbers("--w", w))
-    step_list = _numbers("--steps", steps, int) if steps else None
-    teacher_list = _numbers("--teacher-steps", teacher_steps, int) if teacher_steps else None
-    if any(v < 1 for v in (step_list or []) + (teacher_list or [])):
-        raise GdistillError("--steps and --teacher-steps must be at least 1")
-    if to_teacher < 0:
-        raise GdistillError(f"--to-teacher must be a step count >= 1, or 0 for off; got {to_teacher}")
-    samplers = [v.strip() for v in sampler.split(",") if v.strip()]
-    if not samplers or any(v not in SAMPLERS for v in samplers):
-        raise GdistillError(f"--sampler {sampler!r}: use {', '.join(SAMPLERS)}, or both comma-separated")
-    if out.exists() and not overwrite:
-        raise GdistillError(f"{out} already exists: pass --overwrite to replace it, or choose another --out")
     metrics = {name for name, on in (("fid", fid), ("isc", isc), ("kid", kid), ("clip", clip), ("ed", ed)) if on}
-    sweep = plan_sweep(from_runs or [], step_list, teacher_list, samplers, with_teachers=to_teacher > 0)
-    first = sweep[0]
-    for entry in sweep:
-        w_range = entry.manifest.get("w_range")
-        outside = [v for v in ws if w_range and not w_range[0] <= v <= w_range[1]]
-        if outside:
-            console.print(f"[yellow]warning:[/] {escape(entry.label)} was trained for w in [{w_range[0]}, {w_range[1]}]; "
-                          f"w={','.join(f'{v:g}' for v in outside)} lies outside", highlight=False)
-    shape = sample_shape(first)
-    text = is_text_model(first)
-    if text and (not prompts or not ref):
-        raise GdistillError(f"{first.label} is text-conditioned: pass --prompts FILE (one prompt per line; sample k "
-                            "uses line k mod their number) and --ref, a folder of reference images")
-    dataset = first.manifest.get("dataset") or {}
-    ref = ref or default_reference(dataset)
-    if not ref:
-        raise GdistillError(f"{first.label} records no dataset: pass --ref (an image folder, digits or toy2d)")
-    if not metrics:  # the default: a Fréchet distance for images (Fashion-MNIST: its classifier's), ED for points
-        metrics = set() if ref.startswith("fashion-mnist") else {"fid"} if len(shape) == 3 else {"ed"}
-    prompt_list = read_prompts(prompts) if prompts else first.manifest.get("class_names")
+    samplers = [v.strip() for v in sampler.split(",") if v.strip()]
     dev = _device(device)
-    scorer = Scorer(metrics, ref, shape, n, cache_dir or default_cache_dir(), dev,
-                    inception_weights, clip_model, prompt_list, None if text else first.model.num_classes,
-                    log=lambda m: console.print(m, highlight=False), to_teacher=to_teacher > 0)
+    plan = plan_eval(from_runs or [], ws, _numbers("--steps", steps, int) if steps else None,
+                     _numbers("--teacher-steps", teacher_steps, int) if teacher_steps else None, samplers, metrics,
+                     ref, prompts, n, to_teacher, out, overwrite, cache_dir or default_cache_dir(), dev,
+                     inception_weights, clip_model, _warn, log=lambda m: console.print(m, highlight=False))
+    scorer, metrics = plan.scorer, plan.metrics
     for column, why in scorer.unavailable.items():
         console.print(f"[yellow]note:[/] {column} is n/a in every row: {why}", highlight=False)
 
@@ -306,13 +275,12 @@ def evaluate(
                 "seed": seed, "device": dev, "metrics": sorted(metrics), "w": ws, "samplers": samplers,
                 "to_teacher_steps": to_teacher, "unavailable": scorer.unavailable,
                 "inception_weights": str(inception_weights) if inception_weights else None}
-    total = sum(len(e.samplers) * len(e.steps) * len(ws) for e in sweep)
+    total = plan.rows_total(ws)
     with Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.description}"), console=console) as progress:
         task = progress.add_task("", total=total)
-        rows = evaluate_into(out, overwrite, sweep, ws, scorer, n, seed, dev, settings, lambda row: progress.update(
-            task, advance=1, description=f"{row.model} {row.steps} steps w={row.w:g}"), prompt_list if text else None,
-            to_teacher)
+        rows = evaluate_into(out, overwrite, plan.sweep, ws, scorer, n, seed, dev, settings, lambda row: progress.update(
+            task, advance=1, description=f"{row.model} {row.steps} steps w={row.w:g}"), plan.prompts, to_teacher)
 
     missing = [(r["run"], r["model"], r["steps"], r["w"], c) for r in rows for c in scorer.columns
                if r.get(c) is None and c not in scorer.unavailable]
@@ -328,38 +296,13 @@ def evaluate(
 
 def _edit_command(from_run, image, mask, out, prompt, label, strength, steps, w, n, seed, sampler, device, overwrite,
                   allow_any_steps):
-    """What edit and inpaint share: load the run, read the inputs, run every input, write the results."""
-    from .run_folder import load_model
-    from .tasks.edit import ModelSpace, check_output, collect_inputs, edit_one, write_outputs
+    from .tasks.edit import edit_to_files
 
-    if n < 1:
-        raise GdistillError(f"--n must be at least 1, got {n}")
     _check_ws([w])
-    if strength is not None and not 0 <= strength <= 1:
-        raise GdistillError(f"--strength must be in [0, 1], got {strength}")
-    inputs = collect_inputs(image, mask)
-    check_output(out, len(inputs) == 1 and n == 1, overwrite)
-    loaded = load_model(from_run)
-    model, manifest, run = loaded
-    steps = loaded.sampling_steps(steps, allow_any_steps, _warn)
-    loaded.warn_outside_w_range(w, _warn)
-    space = ModelSpace(model, manifest, _device(device), _warn)
-    space.conditions(1, label, prompt)  # a wrong --label / missing --prompt fails before any work
-    if space.inpainting_model and strength is not None:
-        raise GdistillError("this run is an inpainting model: it takes an image and a mask; use `gdistill inpaint`")
-    if space.inpainting_model:
-        console.print(f"inpainting with the inpainting model (mask and masked image are its input) in {steps} steps")
-    elif strength is not None:
-        from .diffusion import snap_strength
-
-        k = snap_strength(strength, steps)
-        console.print(f"strength {strength:g} on the {steps}-step grid: the last {k} step(s) from t0 = {k / steps:g} "
-                      f"({k * (1 if model.w_conditioned else 2)} network calls per image)")
-    else:
-        console.print(f"inpainting by replacement (training-free) in {steps} steps")
-    results = [(item.name, edit_one(space, item, n, steps, w, seed, label, prompt, strength, sampler)) for item in inputs]
-    done = write_outputs(results, out, overwrite)
-    console.print(f"{sum(len(r.samples) for _, r in results)} image(s) -> {done}")
+    done, count = edit_to_files(from_run, image, mask, out, prompt, label, strength, steps, w, n, seed, sampler,
+                                _device(device), overwrite, allow_any_steps, _warn,
+                                lambda m: console.print(m, highlight=False))
+    console.print(f"{count} image(s) -> {done}")
 
 
 # Options shared by edit and inpaint.
@@ -425,7 +368,7 @@ def info(run: str = typer.Argument(..., help="A run directory or built-in teache
     """Print a run's manifest summary and its lineage, or how far an unfinished run got; with
     --w-eff, how much guidance a distilled run really applies at each w."""
     from .files import work_dir_for
-    from .run_folder import lineage, read_manifest, resolve_run
+    from .run_folder import lineage_text, read_manifest, resolve_run, run_summary
     from .train import checkpoint_in
 
     if w_eff:
@@ -446,20 +389,10 @@ def info(run: str = typer.Argument(..., help="A run directory or built-in teache
     m = read_manifest(path)
     out = Console()
     table = Table(title=str(path), show_header=False)
-    for key in ("kind", "round", "steps", "w_range", "parameterization", "dataset", "teacher",
-                "gdistill_version", "created"):
-        if m.get(key) is not None:
-            table.add_row(key, str(m[key]))
-    table.add_row("model", f"{m['model'].get('kind')}, w-conditioned: {m['model'].get('w_conditioned', False)}")
-    table.add_row("schedule", str(m.get("schedule")))
-    table.add_row("weights sha256", m["files"].get("model.safetensors", "?")[:16] + "…")
-    if m.get("parent"):
-        table.add_row("parent", f"{m['parent']['path']} ({m['parent']['sha256'][:16]}…)")
+    for key, value in run_summary(m):
+        table.add_row(key, value)
     out.print(table)
-    chain = " -> ".join(
-        f"{e['kind']}" + (f" r{e['round']}" if e.get("round") else "") + (f" ({e['steps']} steps)" if e.get("steps") else "")
-        for e in lineage(m))
-    out.print(f"lineage: {chain}", soft_wrap=True)
+    out.print(f"lineage: {lineage_text(m)}", soft_wrap=True)
 
 
 def _print_effective_guidance(run: str, ws: list[float] | None, n: int, seed: int, device: str, json_out: bool) -> None:

@@ -184,6 +184,25 @@ def parent_record(run: Path, manifest: dict) -> dict:
             "sha256": manifest["files"][WEIGHTS]}
 
 
+def run_summary(manifest: dict) -> list[tuple[str, str]]:
+    """(field, value) lines that `gdistill info` shows for a run."""
+    lines = [(key, str(manifest[key])) for key in ("kind", "round", "steps", "w_range", "parameterization", "dataset",
+                                                   "teacher", "gdistill_version", "created") if manifest.get(key) is not None]
+    model = manifest["model"]
+    lines += [("model", f"{model.get('kind')}, w-conditioned: {model.get('w_conditioned', False)}"),
+              ("schedule", str(manifest.get("schedule"))),
+              ("weights sha256", manifest["files"].get(WEIGHTS, "?")[:16] + "…")]
+    if manifest.get("parent"):
+        lines.append(("parent", f"{manifest['parent']['path']} ({manifest['parent']['sha256'][:16]}…)"))
+    return lines
+
+
+def lineage_text(manifest: dict) -> str:
+    """teacher -> stage1 -> round r1 (128 steps) -> ..."""
+    return " -> ".join(f"{e['kind']}" + (f" r{e['round']}" if e.get("round") else "")
+                       + (f" ({e['steps']} steps)" if e.get("steps") else "") for e in lineage(manifest))
+
+
 def lineage(manifest: dict) -> list[dict]:
     """Ancestors oldest first, as recorded in the manifest, followed by the run itself."""
     me = {k: manifest.get(k) for k in ("kind", "steps", "round", "w_range")}

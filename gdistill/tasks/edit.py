@@ -211,3 +211,38 @@ def write_outputs(results: list[tuple[str, SampleResult]], out: Path, overwrite:
             to_pil(array).save(work / (f"{name}.png" if len(images) == 1 else f"{name}-{k}.png"))
     return publish_dir(work, out)
 
+
+
+def edit_to_files(from_run: str, image: Path, mask: Path | None, out: Path, prompt: str | None, label: int | None,
+                  strength: float | None, steps: int | None, w: float, n: int, seed: int, sampler: str, device,
+                  overwrite: bool, allow_any_steps: bool, warn: Callable[[str], None],
+                  say: Callable[[str], None]) -> tuple[Path, int]:
+    """`gdistill edit` (strength given) and `inpaint` (mask given): check everything (inputs, output,
+    run, steps, condition) before any work, edit every input n times, write the results. Returns
+    (where they went, how many images)."""
+    from ..run_folder import load_model
+
+    if n < 1:
+        raise GdistillError(f"--n must be at least 1, got {n}")
+    if strength is not None and not 0 <= strength <= 1:
+        raise GdistillError(f"--strength must be in [0, 1], got {strength}")
+    inputs = collect_inputs(image, mask)
+    check_output(out, len(inputs) == 1 and n == 1, overwrite)
+    loaded = load_model(from_run)
+    model, manifest, _ = loaded
+    steps = loaded.sampling_steps(steps, allow_any_steps, warn)
+    loaded.warn_outside_w_range(w, warn)
+    space = ModelSpace(model, manifest, device, warn)
+    space.conditions(1, label, prompt)  # a wrong --label / missing --prompt fails before any work
+    if space.inpainting_model and strength is not None:
+        raise GdistillError("this run is an inpainting model: it takes an image and a mask; use `gdistill inpaint`")
+    if space.inpainting_model:
+        say(f"inpainting with the inpainting model (mask and masked image are its input) in {steps} steps")
+    elif strength is not None:
+        k = snap_strength(strength, steps)
+        say(f"strength {strength:g} on the {steps}-step grid: the last {k} step(s) from t0 = {k / steps:g} "
+            f"({k * (1 if model.w_conditioned else 2)} network calls per image)")
+    else:
+        say(f"inpainting by replacement (training-free) in {steps} steps")
+    results = [(item.name, edit_one(space, item, n, steps, w, seed, label, prompt, strength, sampler)) for item in inputs]
+    return write_outputs(results, out, overwrite), sum(len(r.samples) for _, r in results)

@@ -1,8 +1,9 @@
 """`gdistill eval`: sample every (run, sampler, steps, w) of a sweep from the same seeds and score it.
 
 Everything that can be wrong with the input (runs, reference, sample counts, missing optional
-packages or weights files) is checked by `plan_sweep` and `Scorer.__init__`, before any sampling,
-so bad input never leaves a partial report.
+packages or weights files) is checked by `plan_eval` (its rules: the sweep, the reference, the default
+metric, the prompts), `plan_sweep` and `Scorer.__init__`, before any sampling, so bad input never
+leaves a partial report.
 
 Metrics, by the feature network that the reference calls for:
 - images against an image folder: Inception FID / IS / KID through torch-fidelity (columns fid,
@@ -410,3 +411,61 @@ def evaluate_into(out: Path, overwrite: bool, sweep: list[SweepModel], ws: list[
     write_plots(rows, work)
     publish_dir(work, Path(out))
     return rows
+
+
+@dataclass
+class EvalPlan:
+    """What `gdistill eval` will do, every input checked before any sampling."""
+    sweep: list[SweepModel]
+    scorer: Scorer
+    metrics: set[str]
+    prompts: list[str] | None  # for text models (sample k uses prompt k mod their number); else None
+
+    def rows_total(self, ws: list[float]) -> int:
+        return sum(len(e.samplers) * len(e.steps) * len(ws) for e in self.sweep)
+
+
+def plan_eval(froms: list[str], ws: list[float], steps: list[int] | None, teacher_steps: list[int] | None,
+              samplers: list[str], metrics: set[str], ref: str | None, prompts_file: Path | None, n: int,
+              to_teacher_steps: int, out: Path, overwrite: bool, cache_dir: Path, device,
+              inception_weights: Path | None, clip_model: str | None, warn: Callable[[str], None],
+              log: Callable[[str], None]) -> EvalPlan:
+    """eval's rules: the sweep of runs (and their teachers), the reference (default: the first run's
+    dataset; Fashion-MNIST and MNIST-format data: their test split), the default metric (images: a
+    Fréchet distance; Fashion-MNIST: its classifier's, always computed; points: energy distance),
+    the prompts (text models need --prompts and --ref; class models' default: their class names),
+    and the Scorer with everything it needs loaded."""
+    from ..diffusion.samplers import SAMPLERS
+    from ..metrics.clip import read_prompts
+    from ..metrics.reference import default_reference
+
+    if any(v < 1 for v in (steps or []) + (teacher_steps or [])):
+        raise GdistillError("--steps and --teacher-steps must be at least 1")
+    if to_teacher_steps < 0:
+        raise GdistillError(f"--to-teacher must be a step count >= 1, or 0 for off; got {to_teacher_steps}")
+    if not samplers or any(v not in SAMPLERS for v in samplers):
+        raise GdistillError(f"--sampler {','.join(samplers)!r}: use {', '.join(SAMPLERS)}, or both comma-separated")
+    if out.exists() and not overwrite:
+        raise GdistillError(f"{out} already exists: pass --overwrite to replace it, or choose another --out")
+    sweep = plan_sweep(froms, steps, teacher_steps, samplers, with_teachers=to_teacher_steps > 0)
+    first = sweep[0]
+    for entry in sweep:
+        w_range = entry.manifest.get("w_range")
+        outside = [v for v in ws if w_range and not w_range[0] <= v <= w_range[1]]
+        if outside:
+            warn(f"{entry.label} was trained for w in [{w_range[0]}, {w_range[1]}]; "
+                 f"w={','.join(f'{v:g}' for v in outside)} lies outside")
+    shape = sample_shape(first)
+    text = is_text_model(first)
+    if text and (not prompts_file or not ref):
+        raise GdistillError(f"{first.label} is text-conditioned: pass --prompts FILE (one prompt per line; sample k "
+                            "uses line k mod their number) and --ref, a folder of reference images")
+    ref = ref or default_reference(first.manifest.get("dataset") or {})
+    if not ref:
+        raise GdistillError(f"{first.label} records no dataset: pass --ref (an image folder, digits or toy2d)")
+    if not metrics:
+        metrics = set() if ref.startswith("fashion-mnist") else {"fid"} if len(shape) == 3 else {"ed"}
+    prompt_list = read_prompts(prompts_file) if prompts_file else first.manifest.get("class_names")
+    scorer = Scorer(metrics, ref, shape, n, cache_dir, device, inception_weights, clip_model, prompt_list,
+                    None if text else first.model.num_classes, log=log, to_teacher=to_teacher_steps > 0)
+    return EvalPlan(sweep, scorer, metrics, prompt_list if text else None)
