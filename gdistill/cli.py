@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
-from .config import HalveConfig, MatchConfig, TeachConfig, build_config
+from .config import ConsistencyConfig, HalveConfig, MatchConfig, TeachConfig, build_config
 from .errors import GdistillError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -201,6 +201,37 @@ def halve(from_run: str = typer.Option(None, "--from", help="A stage-1 run or a 
 
 
 @app.command()
+def consistency(teacher: str = typer.Option(None, "--teacher", help="A guided teacher (run, built-in, or SD-family: sd15, a pipeline folder, a checkpoint), or a Stage-1 run to start from."),
+                out: Path = typer.Option(..., "--out", help="Run directory to write."),
+                data: Optional[str] = typer.Option(None, "--data", help="Training data (default: the teacher's)."),
+                w_min: Optional[float] = typer.Option(None, "--w-min", help="Smallest guidance strength w (default 0; from a Stage-1 run: its range)."),
+                w_max: Optional[float] = typer.Option(None, "--w-max", help="Largest guidance strength w (default 4; 14 for SD teachers)."),
+                solver_steps: Optional[int] = typer.Option(None, "--solver-steps", help="The teacher's DDIM grid the student learns to jump along (default 50, as LCM); sampling takes 1 to this many steps."),
+                loss: Optional[str] = typer.Option(None, "--loss", help="Distance between student and target: l2 (default) or huber (pseudo-Huber)."),
+                huber_c: Optional[float] = typer.Option(None, "--huber-c", help="Pseudo-Huber's c (default 0.00054 sqrt(dimensions))."),
+                resolution: Optional[int] = typer.Option(None, "--resolution", help="SD teachers: image size in pixels (default: the UNet's native)."),
+                revision: Optional[str] = typer.Option(None, "--revision", help="SD teachers from the hub: a branch, tag or commit."),
+                variant: Optional[str] = typer.Option(None, "--variant", help="SD teachers from the hub: weight-file variant, e.g. fp16."),
+                negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="SD teachers: guide away from this prompt instead of the empty one; the student bakes it in."),
+                cache: Optional[str] = Cache, lora_rank: Optional[int] = LoraRank, w_end_fraction: Optional[float] = WEndFraction,
+                gradient_checkpointing: Optional[bool] = GradientCheckpointing, mixed_precision: Optional[str] = MixedPrecision,
+                gradient_accumulation: Optional[int] = GradientAccumulation, detect_anomaly: Optional[bool] = DetectAnomaly, resume: Optional[str] = Resume,
+                train_steps: Optional[int] = TrainSteps, batch_size: Optional[int] = BatchSize,
+                lr: Optional[float] = Lr,
+                ema_decay: Optional[float] = typer.Option(None, "--ema-decay", help="Decay of the EMA, which is the target network (default 0.95, as LCM); it is also the weights the run ships."),
+                seed: Optional[int] = Seed,
+                log_every: Optional[int] = LogEvery, checkpoint_every: Optional[int] = CheckpointEvery,
+                overwrite: Optional[bool] = Overwrite, config: Optional[Path] = ConfigFile):
+    """Consistency distillation (LCM-style): one run, a w-conditioned student that samples in 1 to 8 steps."""
+    options = dict(locals())
+    from .stages.consistency import consistency as run_consistency
+
+    cfg = _stage_config(ConsistencyConfig, options)
+    done = run_consistency(cfg)
+    _tell_once(f"consistency student written to {done}")
+
+
+@app.command()
 def sample(from_run: str = typer.Option(..., "--from", help="A run, a built-in teacher name, or an SD-family teacher (sd15, a pipeline folder)."),
            out: Path = typer.Option(..., "--out", help="FILE.png (one image, or a grid) or FILE.npz (arrays samples, labels)."),
            steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps (default: the run's grid; 256 for teachers and stage 1)."),
@@ -210,7 +241,7 @@ def sample(from_run: str = typer.Option(..., "--from", help="A run, a built-in t
            label: Optional[int] = typer.Option(None, "--label", help="Class for every sample (default: cycle through the classes)."),
            prompt: list[str] = typer.Option(None, "--prompt", help="SD-family runs: a text prompt; repeat for more (sample k uses prompt k mod their number)."),
            negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="SD-family teachers: guide away from this prompt (students fix theirs at `match --negative-prompt`)."),
-           sampler: str = typer.Option("deterministic", "--sampler", help="deterministic (DDIM) or stochastic (the paper's)."),
+           sampler: Optional[str] = typer.Option(None, "--sampler", help="deterministic (DDIM), stochastic (the paper's), or consistency (consistency runs); default: the run's own (consistency for consistency runs, else deterministic)."),
            raw_weights: bool = typer.Option(False, "--raw-weights", help="Use the raw training weights instead of the EMA."),
            allow_any_steps: bool = AllowAnySteps,
            device: str = typer.Option("auto", "--device", help="torch device: auto (the GPU if there is one), cpu, cuda.")):
@@ -231,7 +262,7 @@ def evaluate(
         w: str = typer.Option("0,1,2,4", "--w", help="Guidance strengths to sweep (paper's w), comma-separated."),
         steps: Optional[str] = typer.Option(None, "--steps", help="Student steps, comma-separated (default: each run's own)."),
         teacher_steps: Optional[str] = typer.Option(None, "--teacher-steps", help="Also sample the runs' teacher with guided DDIM at these steps (2 calls a step)."),
-        sampler: str = typer.Option("deterministic", "--sampler", help="Student samplers: deterministic, stochastic, or both comma-separated."),
+        sampler: str = typer.Option("deterministic", "--sampler", help="Samplers of halving students: deterministic, stochastic, or both comma-separated (consistency runs always use their own)."),
         n: int = typer.Option(1000, "--n", help="Samples per row."),
         seed: int = typer.Option(0, "--seed", help="Noise seed, the same for every row."),
         ref: Optional[str] = typer.Option(None, "--ref", help="Reference: an image folder, a class-folder dataset, or digits / toy2d (default: the run's dataset)."),
@@ -315,7 +346,7 @@ EditSteps = typer.Option(None, "--steps", help="The grid (default: the run's own
 EditW = typer.Option(1.0, "--w", help="Guidance strength, paper's w (guidance_scale - 1).")
 Variants = typer.Option(1, "--n", help="Variants per input.")
 EditSeed = typer.Option(0, "--seed", help="Noise seed.")
-EditSampler = typer.Option("deterministic", "--sampler", help="deterministic (DDIM) or stochastic.")
+EditSampler = typer.Option(None, "--sampler", help="deterministic (DDIM), stochastic, or consistency; default: the run's own.")
 EditDevice = typer.Option("auto", "--device", help="torch device: auto, cpu, cuda.")
 EditOverwrite = typer.Option(False, "--overwrite/--no-overwrite", help="Replace an existing output.")
 
@@ -325,7 +356,7 @@ def edit(from_run: str = EditFrom, image: Path = EditImage, out: Path = EditOut,
          prompt: Optional[str] = EditPrompt, label: Optional[int] = EditLabel,
          strength: float = typer.Option(0.5, "--strength", help="How far to noise the input, 0..1; snapped to the run's grid."),
          steps: Optional[int] = EditSteps, w: float = EditW, n: int = Variants, seed: int = EditSeed,
-         sampler: str = EditSampler, device: str = EditDevice, overwrite: bool = EditOverwrite,
+         sampler: Optional[str] = EditSampler, device: str = EditDevice, overwrite: bool = EditOverwrite,
          allow_any_steps: bool = AllowAnySteps):
     """SDEdit: noise the input to the strength's point on the grid and run the remaining steps toward
     the target prompt or class."""
@@ -338,7 +369,7 @@ def inpaint(from_run: str = EditFrom, image: Path = EditImage,
             mask: Path = typer.Option(..., "--mask", help="A mask (white = repaint), or a folder of masks named like the images."),
             out: Path = EditOut, prompt: Optional[str] = EditPrompt, label: Optional[int] = EditLabel,
             steps: Optional[int] = EditSteps, w: float = EditW, n: int = Variants, seed: int = EditSeed,
-            sampler: str = EditSampler, device: str = EditDevice, overwrite: bool = EditOverwrite,
+            sampler: Optional[str] = EditSampler, device: str = EditDevice, overwrite: bool = EditOverwrite,
             allow_any_steps: bool = AllowAnySteps):
     """Fill the masked region: sample from noise, keeping the rest of the input (replacement, for any run)."""
     _edit_command(from_run, image, mask, out, prompt, label, None, steps, w, n, seed, sampler, device, overwrite,

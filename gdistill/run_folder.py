@@ -30,7 +30,8 @@ MANIFEST = "manifest.yaml"
 WEIGHTS = "model.safetensors"
 RAW_WEIGHTS = "raw.safetensors"
 LOG = "log.jsonl"
-RUN_KINDS = ("teacher", "stage1", "round")
+RUN_KINDS = ("teacher", "stage1", "round", "consistency")
+CONSISTENCY_DEFAULT_STEPS = 4
 REQUIRED_FIELDS = ("gdistill_version", "kind", "model", "files")
 BUILTIN_TEACHERS = ("digits", "toy2d")
 
@@ -116,11 +117,23 @@ class LoadedRun(NamedTuple):
     def data_range(self) -> tuple[float, float] | None:
         return data_range_of(self.manifest)
 
+    @property
+    def default_sampler(self) -> str:
+        """A consistency run samples with the consistency sampler; every other run with DDIM."""
+        return "consistency" if self.manifest["kind"] == "consistency" else "deterministic"
+
     def sampling_steps(self, steps: int | None, allow_any: bool, warn: Callable[[str], None]) -> int:
         """--steps, or the run's own grid (256 for a teacher or a Stage-1 model). A round is
-        distilled for its own grid: another step count is refused unless `allow_any`."""
+        distilled for its own grid: another step count is refused unless `allow_any`. A consistency
+        run takes any count up to its solver grid's (default 4)."""
         if steps is not None and steps < 1:
             raise GdistillError(f"--steps must be at least 1, got {steps}")
+        if self.manifest["kind"] == "consistency":
+            solver = self.manifest["solver_steps"]
+            steps = steps or min(CONSISTENCY_DEFAULT_STEPS, solver)
+            if steps > solver:
+                raise GdistillError(f"{self.path} samples in 1 to {solver} steps (its solver grid), not {steps}")
+            return steps
         distilled = self.manifest.get("steps")
         steps = steps or distilled or 256
         if distilled and steps != distilled:

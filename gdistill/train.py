@@ -31,10 +31,12 @@ LossFn = Callable[[torch.nn.Module, torch.Generator, torch.device], tuple[torch.
 
 
 class Objective:
-    """A LossFn with once-per-run setup: `prepare(device)` runs before the first step (for example
-    a frozen teacher put on the device), then the objective is called every loss evaluation."""
+    """A LossFn with once-per-run setup: `prepare(device, model, ema)` runs before the first step
+    (for example a frozen teacher put on the device; `model` is the unwrapped model that trains and
+    `ema` its ShadowWeights or None, for objectives whose target network is the EMA), then the
+    objective is called every loss evaluation."""
 
-    def prepare(self, device: torch.device) -> None:
+    def prepare(self, device: torch.device, model: torch.nn.Module, ema: ShadowWeights | None) -> None:
         pass
 
     def __call__(self, model: torch.nn.Module, generator: torch.Generator, device: torch.device) -> tuple[torch.Tensor, dict]:
@@ -96,6 +98,16 @@ class ShadowWeights:
         for name, p in model.named_parameters():
             if name in self.shadow:
                 self.shadow[name].lerp_(p.detach(), 1 - decay)
+
+    def call(self, module: torch.nn.Module, *args):
+        """module(*args) with the averaged weights in place of the trained ones, the module itself
+        untouched (torch.func.functional_call): the EMA as a network, e.g. consistency's target."""
+        from torch.distributed.tensor import DTensor
+
+        if any(isinstance(t, DTensor) for t in self.shadow.values()):
+            raise GdistillError("this objective reads the EMA as a network, which gdistill does not do on FSDP shards "
+                                "yet: train it with one process or DDP")
+        return torch.func.functional_call(module, self.shadow, args, strict=False)
 
     def full_state(self, model_state: dict) -> dict:
         """The EMA model's whole state dict: the model's with the averaged weights in place (the
@@ -295,7 +307,7 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
     ema = ShadowWeights(inner, settings.ema_decay) if settings.ema_decay > 0 else None
     start = _restore(*checkpoint, model, ema, optimizer, scheduler, generator, sharded) if checkpoint else 0
     if isinstance(loss_fn, Objective):
-        loss_fn.prepare(device)
+        loss_fn.prepare(device, inner, ema)
 
     work.mkdir(parents=True, exist_ok=True)
     log_path = work / LOG

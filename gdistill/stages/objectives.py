@@ -2,24 +2,31 @@
 
 Every objective draws, from the run's generator and in this order, (x, condition, noise) for the
 global batch, its own per-example draws (label dropout, w), the times t, and then diffuses
-z_t = a_t x + s_t e. Its loss is the weighted x-loss of the network's prediction against the
-objective's target (diffusion.weighted_x_loss):
+z_t = a_t x + s_t e. The x-prediction objectives' loss is the weighted x-loss of the network's
+prediction against their target (diffusion.weighted_x_loss):
 
-    teach      target x                                  (labels dropped to null with p_uncond)
-    match      target (1 + w) x_c - w x_u                (the teacher's guided prediction)
-    halve      target x~ of two teacher DDIM steps       (t on the student's N-step grid)
+    teach        target x                                (labels dropped to null with p_uncond)
+    match        target (1 + w) x_c - w x_u              (the teacher's guided prediction)
+    halve        target x~ of two teacher DDIM steps     (t on the student's N-step grid)
+
+and consistency distillation compares consistency functions f = c_skip z + c_out x instead:
+
+    consistency  f_theta(z_t, t) against f_ema(z^_s, s), z^_s one guided teacher DDIM step from t
 
 Once-per-run setup (a frozen teacher put on the device) is `prepare`, which the training loop
 calls before the first step.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from ..data import Dataset
-from ..diffusion import alpha_sigma_like, diffuse, halving_target_t, weighted_x_loss
+from ..diffusion import (alpha_sigma_like, consistency_output, ddim_step_t, diffuse, halving_target_t,
+                         pseudo_huber_loss, weighted_x_loss)
+from ..errors import GdistillError
 from ..models import Denoiser, denoise_fn, guided_predict_x
 from ..train import Objective
 from .common import draw_batch, draw_t, draw_w, micro_batch_size, process_share
@@ -35,9 +42,9 @@ class NoisyBatch:
     w: torch.Tensor | None = None  # for w-conditioned students
 
 
-class XPredictionObjective(Objective):
-    """The shared step: draw a NoisyBatch, predict x with the network, weigh the squared error
-    against `target(batch)` (computed without gradients)."""
+class NoisyBatchObjective(Objective):
+    """The shared step: draw a NoisyBatch, compute `target(batch)` without gradients and
+    `predict(net, batch)` with them, and return `loss(prediction, target, batch)`."""
 
     loss_name = "x_loss"
 
@@ -54,6 +61,13 @@ class XPredictionObjective(Objective):
     def target(self, batch: NoisyBatch) -> torch.Tensor:
         raise NotImplementedError
 
+    def predict(self, net, batch: NoisyBatch) -> torch.Tensor:
+        """The network's x-prediction."""
+        return net(batch.z, batch.t, batch.labels) if batch.w is None else net(batch.z, batch.t, batch.labels, batch.w)
+
+    def loss(self, prediction, target, batch: NoisyBatch) -> torch.Tensor:
+        return weighted_x_loss(prediction, target, self.schedule.log_snr(batch.t), self.config.weighting)
+
     def __call__(self, net, generator, device):
         size = micro_batch_size(self.config)
         x, labels, eps = draw_batch(self.data, size, generator, device)
@@ -62,12 +76,11 @@ class XPredictionObjective(Objective):
         batch = NoisyBatch(x, labels, t, diffuse(x, eps, *alpha_sigma_like(self.schedule, t, x)), w)
         with torch.no_grad():
             target = self.target(batch)
-        prediction = net(batch.z, t, labels) if w is None else net(batch.z, t, labels, w)
-        loss = weighted_x_loss(prediction, target, self.schedule.log_snr(t), self.config.weighting)
+        loss = self.loss(self.predict(net, batch), target, batch)
         return loss, {self.loss_name: loss.item()}
 
 
-class TeacherObjective(XPredictionObjective):
+class TeacherObjective(NoisyBatchObjective):
     """Classifier-free-guided training: the label is dropped to the null class with probability
     p_uncond, so one network learns x_c and x_u."""
 
@@ -85,14 +98,14 @@ class TeacherObjective(XPredictionObjective):
         return batch.x
 
 
-class FrozenTeacherObjective(XPredictionObjective):
+class FrozenTeacherObjective(NoisyBatchObjective):
     """A w-conditioned student against a frozen teacher, w ~ draw_w over [w_min, w_max]."""
 
     def __init__(self, data: Dataset, teacher: Denoiser, config, w_min: float, w_max: float):
         super().__init__(data, teacher.schedule, config)
         self.teacher, self.w_min, self.w_max = teacher, w_min, w_max
 
-    def prepare(self, device):
+    def prepare(self, device, model, ema):
         self.teacher.as_frozen_teacher(device)
 
     def draw_extras(self, batch, labels, generator, device):
@@ -125,3 +138,46 @@ class StepHalving(FrozenTeacherObjective):
     def target(self, batch):
         return halving_target_t(self.schedule, denoise_fn(self.teacher, batch.labels, batch.w),
                                 batch.z, batch.t, 1.0 / self.steps)
+
+
+class ConsistencyDistillation(FrozenTeacherObjective):
+    """LCM-style consistency distillation (Luo et al. 2023) of a guided teacher, or of a Stage-1
+    model (one call a solver step), into a w-conditioned student. On the solver grid t_n = n / N:
+    n ~ U{1..N}, t = t_n, s = t_(n-1); one DDIM step of the teacher's guided prediction at w takes
+    z_t to z^_s; the student's f(z_t, t) = c_skip z_t + c_out x_theta(z_t, t) learns the same function
+    of the EMA weights (the target network, the training loop's ShadowWeights) at (z^_s, s), without
+    gradients. At s = 0 the target is z^_0, the teacher's own x (the boundary condition). Distance:
+    mean squared error (l2), or pseudo-Huber with c = huber_c (default 0.00054 sqrt(dimensions))."""
+
+    loss_name = "consistency_loss"
+
+    def __init__(self, data: Dataset, teacher: Denoiser, config, w_min: float, w_max: float):
+        super().__init__(data, teacher, config, w_min, w_max)
+        self.solver_steps = config.solver_steps
+        self.model = self.ema = None
+
+    def prepare(self, device, model, ema):
+        super().prepare(device, model, ema)
+        if ema is None:
+            raise GdistillError("consistency distillation needs --ema-decay > 0: the EMA is its target network")
+        self.model, self.ema = model, ema
+
+    def draw_times(self, batch, generator):
+        n = torch.randint(1, self.solver_steps + 1, (batch,), generator=generator)[process_share(batch)]
+        return n.float() / self.solver_steps
+
+    def target(self, batch):
+        s = (batch.t - 1.0 / self.solver_steps).clamp_min(0)
+        x_teacher = denoise_fn(self.teacher, batch.labels, batch.w)(batch.z, batch.t)
+        z_s = ddim_step_t(self.schedule, batch.z, x_teacher, batch.t, s)
+        x_ema = self.ema.call(self.model, z_s, s, batch.labels, batch.w)
+        return consistency_output(self.schedule, z_s, x_ema, s)
+
+    def predict(self, net, batch):
+        return consistency_output(self.schedule, batch.z, super().predict(net, batch), batch.t)
+
+    def loss(self, prediction, target, batch):
+        if self.config.loss == "huber":
+            c = self.config.huber_c or 0.00054 * math.sqrt(prediction[0].numel())
+            return pseudo_huber_loss(prediction, target, c)
+        return (prediction - target).pow(2).mean()

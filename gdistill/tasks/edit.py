@@ -170,6 +170,7 @@ def edit_one(space: ModelSpace, item: EditInput, n: int, steps: int, w: float, s
         data_mask = None
     input_image = InputImage(x.expand(n, *x.shape), first, None if data_mask is None else data_mask.expand(n, *data_mask.shape))
     result = sample(space.model, conditions, steps, w, sampler, seed, data_range_of(space.manifest),
+                    solver_steps=space.manifest.get("solver_steps"),
                     device=space.device, input_image=input_image)
     images = space.to_images(result.samples)
     if mask is not None:  # the kept pixels are the input's (in latent space the VAE would blur them)
@@ -214,7 +215,7 @@ def write_outputs(results: list[tuple[str, SampleResult]], out: Path, overwrite:
 
 
 def edit_to_files(from_run: str, image: Path, mask: Path | None, out: Path, prompt: str | None, label: int | None,
-                  strength: float | None, steps: int | None, w: float, n: int, seed: int, sampler: str, device,
+                  strength: float | None, steps: int | None, w: float, n: int, seed: int, sampler: str | None, device,
                   overwrite: bool, allow_any_steps: bool, warn: Callable[[str], None],
                   say: Callable[[str], None]) -> tuple[Path, int]:
     """`gdistill edit` (strength given) and `inpaint` (mask given): check everything (inputs, output,
@@ -232,6 +233,7 @@ def edit_to_files(from_run: str, image: Path, mask: Path | None, out: Path, prom
     model, manifest, _ = loaded
     steps = loaded.sampling_steps(steps, allow_any_steps, warn)
     loaded.warn_outside_w_range(w, warn)
+    sampler = sampler or loaded.default_sampler
     space = ModelSpace(model, manifest, device, warn)
     space.conditions(1, label, prompt)  # a wrong --label / missing --prompt fails before any work
     if space.inpainting_model and strength is not None:

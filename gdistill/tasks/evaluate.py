@@ -43,6 +43,7 @@ METRIC_FLAGS = ("fid", "isc", "kid", "clip", "ed")
 DISTANCE_COLUMNS = ("digits_fd", "digits_kid", "fashion_fd", "fid", "kid", "class_ed", "ed")
 TO_TEACHER = "_to_teacher"
 DEFAULT_TEACHER_STEPS = 256
+CONSISTENCY_EVAL_STEPS = (1, 2, 4, 8)  # a consistency run is scored at these steps unless --steps says otherwise
 
 
 @dataclass
@@ -114,8 +115,13 @@ def plan_sweep(froms: list[str], steps: list[int] | None, teacher_steps: list[in
         if manifest["kind"] == "teacher":
             rows.setdefault(str(run.resolve()), teacher_entry(name, model, manifest, str(run.resolve())))
             continue
-        run_steps = steps or [manifest.get("steps") or DEFAULT_TEACHER_STEPS]
-        entry = SweepModel(name, _kind_of(manifest), model, manifest, run_steps, samplers)
+        if manifest["kind"] == "consistency":  # any step count of its grid, with its own sampler
+            run_steps = steps or [k for k in CONSISTENCY_EVAL_STEPS if k <= manifest["solver_steps"]]
+            run_samplers = ["consistency"]
+        else:
+            run_steps = steps or [manifest.get("steps") or DEFAULT_TEACHER_STEPS]
+            run_samplers = [s for s in samplers if s != "consistency"] or ["deterministic"]
+        entry = SweepModel(name, _kind_of(manifest), model, manifest, run_steps, run_samplers)
         models.append(entry)
         if (teacher_steps or with_teachers) and manifest.get("teacher"):
             known = next((t for t in teachers.values() if t.label == manifest["teacher"]), None)
@@ -352,7 +358,7 @@ def _sample_entry(entry: SweepModel, steps: int, w: float, sampler: str, n: int,
     if is_text_model(entry):
         return sample_prompts(entry.model, entry.manifest, prompts, n, steps, w, sampler, seed, device)
     return sample(entry.model, cycle_labels(n, entry.model.num_classes), steps, w, sampler, seed,
-                  data_range_of(entry.manifest), device=device)
+                  data_range_of(entry.manifest), device=device, solver_steps=entry.manifest.get("solver_steps"))
 
 
 def run_sweep(sweep: list[SweepModel], ws: list[float], scorer: Scorer, n: int, seed: int, device,

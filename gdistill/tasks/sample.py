@@ -12,7 +12,7 @@ from typing import Callable, ContextManager
 import numpy as np
 import torch
 
-from ..diffusion import sampling_grid
+from ..diffusion import consistency_grid, sampling_grid
 from ..diffusion.samplers import SAMPLERS, KnownRegion, run_grid, sdedit_start
 from ..errors import GdistillError
 from ..images import image_grid, scatter_plot
@@ -52,18 +52,29 @@ class InputImage:
 def sample(model: Denoiser, labels: torch.Tensor, steps: int, w: float, sampler: str = "deterministic",
            seed: int = 0, data_range: tuple[float, float] | None = None, batch_size: int = 256,
            device: str | torch.device = "cpu", input_image: InputImage | None = None,
-           on_step: Callable[[int], None] | None = None) -> SampleResult:
+           on_step: Callable[[int], None] | None = None, solver_steps: int | None = None) -> SampleResult:
     """Draw one sample per label. Noise comes from a CPU generator seeded with `seed`, so the same seed
     gives the same images on any device and for teacher and student alike (and an edit at full
     strength is the plain sample). `on_step(k)` is told after every grid step of every batch, k
-    being the samples that step advanced (a progress bar's total is len(labels) x steps run)."""
+    being the samples that step advanced (a progress bar's total is len(labels) x steps run).
+    The consistency sampler runs on the `solver_steps` grid its run was distilled on (manifest)."""
     if sampler not in SAMPLERS:
         raise GdistillError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
     update = SAMPLERS[sampler]
     generator = torch.Generator().manual_seed(seed)
     model = model.to(device)
     first = input_image.first_step if input_image is not None else 0
-    grid = sampling_grid(steps)[first:]
+    ends = None
+    if update.consistency:
+        if not solver_steps:
+            raise GdistillError("--sampler consistency is for consistency runs (`gdistill consistency`): "
+                                "use deterministic or stochastic for this run")
+        if steps > solver_steps:
+            raise GdistillError(f"a consistency run samples in 1 to {solver_steps} steps (its solver grid), not {steps}")
+        times = consistency_grid(steps, solver_steps)
+        grid, ends = times[first:], (times + [0.0])[first + 1:]
+    else:
+        grid = sampling_grid(steps)[first:]
     start = time.perf_counter()
     out = []
     for offset in range(0, len(labels), batch_size):
@@ -87,7 +98,7 @@ def sample(model: Denoiser, labels: torch.Tensor, steps: int, w: float, sampler:
         predict = denoise_fn(model, c, torch.full((len(c),), float(w), device=device))
         # data_range: x clipped to it at sampling time (pixel space)
         z = run_grid(predict, z, model.schedule, grid, 1.0 / steps, update, noises, data_range, known,
-                     None if on_step is None else lambda: on_step(len(c)))
+                     None if on_step is None else lambda: on_step(len(c)), ends)
         out.append(z.cpu())
     seconds = time.perf_counter() - start
     return SampleResult(torch.cat(out), labels, len(grid) * calls_per_step(model), seconds)
@@ -112,7 +123,7 @@ def sample_prompts(model: Denoiser, manifest: dict, prompts: list[str], n: int, 
     index = torch.arange(n) % len(prompts)
     conditions = encoders.encode_prompts([prompts[i] for i in index.tolist()])
     with model.unconditional(negative):
-        latents = sample(model, conditions, steps, w, sampler, seed, device=device)
+        latents = sample(model, conditions, steps, w, sampler, seed, device=device, solver_steps=manifest.get("solver_steps"))
     return SampleResult(encoders.decode(latents.samples), index, latents.calls_per_image, latents.seconds)
 
 
@@ -144,7 +155,7 @@ def save_samples(result: SampleResult, path: Path, data_range, columns: int | No
 
 
 def sample_to_file(from_run: str, out: Path, n: int | None, steps: int | None, w: float, label: int | None,
-                   prompts: list[str] | None, negative_prompt: str | None, sampler: str, seed: int, device,
+                   prompts: list[str] | None, negative_prompt: str | None, sampler: str | None, seed: int, device,
                    raw_weights: bool, allow_any_steps: bool, warn: Callable[[str], None],
                    progress: Callable[[str, int], ContextManager[Callable[[int], None]]]) -> tuple[SampleResult, int, int]:
     """`gdistill sample`: every check that needs no sampling first (the output is checked writable
@@ -175,6 +186,7 @@ def sample_to_file(from_run: str, out: Path, n: int | None, steps: int | None, w
         raise GdistillError(f"--label {label} is out of range: {run} has classes 0..{model.num_classes - 1}")
     steps = loaded.sampling_steps(steps, allow_any_steps, warn)
     loaded.warn_outside_w_range(w, warn)
+    sampler = sampler or loaded.default_sampler
     if loaded.is_text:
         n = n or len(prompts)
         result = sample_prompts(model, manifest, prompts, n, steps, w, sampler, seed, device, negative_prompt)
@@ -183,7 +195,7 @@ def sample_to_file(from_run: str, out: Path, n: int | None, steps: int | None, w
         n = n or 64
         with progress("sample", n * steps) as on_step:
             result = sample(model, cycle_labels(n, model.num_classes, label), steps, w, sampler, seed,
-                            loaded.data_range, device=device, on_step=on_step)
+                            loaded.data_range, device=device, on_step=on_step, solver_steps=manifest.get("solver_steps"))
         columns = model.num_classes if label is None and model.num_classes <= 16 else None
         save_samples(result, out, loaded.data_range, columns)
     return result, n, steps
