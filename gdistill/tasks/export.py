@@ -37,6 +37,9 @@ def export(run_arg: str, out: Path, overwrite: bool = False) -> Path:
                             "for students of SD-family teachers (`gdistill match --teacher sd15 ...`)")
     if not model.w_conditioned:
         raise GdistillError(f"{run} is a guided teacher, not a student: export a run of `gdistill match` or `gdistill halve`")
+    if manifest["kind"] == "consistency":
+        raise GdistillError(f"{run} is a consistency student: its export (a pipeline with diffusers' LCMScheduler) is "
+                            "not built yet; sample it with `gdistill sample`")
     if model.inpainting:
         raise GdistillError(f"{run} is an inpainting student: export writes text-to-image pipelines only for now; "
                             "use it with `gdistill inpaint`")
