@@ -2,8 +2,9 @@
 resume checkpoints, a rich progress bar and a JSON-lines log.
 
 A stage supplies its objective (stages/objectives.py), or any `loss_fn(model, generator, device) ->
-(loss, terms)`: it draws its own batch and noise from `generator` (a CPU torch.Generator seeded from the run's seed, saved in checkpoints), so
-a run is reproducible from its seed and resumes where it stopped.
+(loss, terms)`: it draws its own batch and noise from `generator` (a CPU torch.Generator seeded from
+the run's seed, saved in checkpoints), so a run is reproducible from its seed and resumes where it
+stopped.
 """
 from __future__ import annotations
 

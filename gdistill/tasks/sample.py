@@ -18,6 +18,7 @@ from ..errors import GdistillError
 from ..images import image_grid, scatter_plot
 from ..models import Denoiser, calls_per_step, denoise_fn
 
+
 @dataclass
 class SampleResult:
     samples: torch.Tensor  # (n, ...) in the data's own space
