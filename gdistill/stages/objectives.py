@@ -84,8 +84,6 @@ class TeacherObjective(NoisyBatchObjective):
     """Classifier-free-guided training: the label is dropped to the null class with probability
     p_uncond, so one network learns x_c and x_u."""
 
-    loss_name = "x_loss"
-
     def __init__(self, data: Dataset, schedule, config, null_label: int):
         super().__init__(data, schedule, config)
         self.null_label = null_label
