@@ -47,13 +47,13 @@ def test_a_consistency_student_of_toy2d_samples_in_few_steps(tmp_path, cli):
         reference = sample(teacher, labels, 256, w, seed=1).samples
         floor = class_energy_distance(sample(teacher, labels, 256, w, seed=2).samples, reference, labels)
         teacher_4 = class_energy_distance(sample(teacher, labels, 4, w, seed=2).samples, reference, labels)
-        student = {k: class_energy_distance(sample(student, labels, k, w, "consistency", seed=2, solver_steps=50).samples,
-                                            reference, labels) for k in (1, 4)}
+        distance = {k: class_energy_distance(sample(student, labels, k, w, "consistency", seed=2, solver_steps=50).samples,
+                                             reference, labels) for k in (1, 4)}
         print(f"w={w}: to the 256-step guided teacher: noise floor {floor:.4f}, teacher 4 steps {teacher_4:.4f}, "
-              f"consistency 1 step {student[1]:.4f}, 4 steps {student[4]:.4f}")
-        assert student[4] < 0.06 and student[1] < 0.06, (w, student)
+              f"consistency 1 step {distance[1]:.4f}, 4 steps {distance[4]:.4f}")
+        assert distance[4] < 0.06 and distance[1] < 0.06, (w, distance)
         if w == 4.0:  # where few guided DDIM steps fail worst, one consistency step beats four of them
-            assert student[1] < teacher_4 / 2, (student, teacher_4)
+            assert distance[1] < teacher_4 / 2, (distance, teacher_4)
     # `sample` picks the run's own sampler and 4 steps
     code, _, err = cli("sample", "--from", tmp_path / "cd", "--n", 8, "--out", tmp_path / "s.npz")
     assert code == 0, err
