@@ -15,7 +15,7 @@ teacher itself was trained on all 1,797 digits, so they are held out from the cl
   0.25, 0.5, 0.75 and 1 (snapped to each grid); reported: the fraction the classifier reads as the
   target class, and the mean squared distance to the input (how much of it is kept).
 
-Both go through the same `tasks.sample.sample(..., guide=Guide(...))` call as the commands.
+Both go through the same `tasks.sample.sample(..., input_image=InputImage(...))` call as the commands.
 Writes benchmarks/results/edit_inpaint_DEVICE.md.
 """
 from __future__ import annotations
@@ -30,8 +30,8 @@ from report import command_line, device_name, write_report  # benchmarks/report.
 
 from gdistill.diffusion import snap_strength
 from gdistill.metrics.digits import DigitsClassifier, classifier_split
-from gdistill.run import load_model
-from gdistill.tasks.sample import Guide, sample
+from gdistill.run_folder import load_model
+from gdistill.tasks.sample import InputImage, sample
 
 HERE = Path(__file__).resolve().parent
 STRENGTHS = (0.25, 0.5, 0.75, 1.0)
@@ -66,7 +66,7 @@ def main():
         calls = 1 if model.w_conditioned else 2
         start = time.perf_counter()
         filled = sample(model, y, steps, args.w, seed=args.seed, data_range=(-1.0, 1.0), device=args.device,
-                        guide=Guide(x, 0, masks)).samples
+                        input_image=InputImage(x, 0, masks)).samples
         seconds = time.perf_counter() - start
         inpaint_rows.append(f"| {name} | {steps} | {steps * calls} | {classifier.accuracy(filled, y):.3f} | "
                             f"{seconds / len(x) * 1000:.2f} |")
@@ -74,7 +74,7 @@ def main():
         for strength in STRENGTHS:
             k = snap_strength(strength, steps)
             edited = sample(model, target, steps, args.w, seed=args.seed, data_range=(-1.0, 1.0), device=args.device,
-                            guide=Guide(x, steps - k)).samples
+                            input_image=InputImage(x, steps - k)).samples
             cells.append(f"{classifier.accuracy(edited, target):.3f} / {(edited - x).pow(2).mean():.3f} ({k * calls})")
         edit_rows.append(f"| {name} | {steps} | " + " | ".join(cells) + " |")
         print(inpaint_rows[-1], edit_rows[-1], flush=True)

@@ -120,7 +120,7 @@ def main() -> None:
     lines += [f"    gdistill teach --dataset {args.data} --channels {preset['channels']} {' '.join(size + preset['teach'])}",
               f"    gdistill match {' '.join(preset['match'])}",
               f"    gdistill halve --rounds 8 {' '.join(preset['halve'])}", "",
-              f"and then runs", "", f"    gdistill {' '.join(eval_cmd)}", "",
+              "and then runs", "", f"    gdistill {' '.join(eval_cmd)}", "",
               f"Teacher: UNet2DModel, widths {manifest['model'].get('block_out_channels')}, "
               f"{manifest['model']['image_size']}x{manifest['model']['image_size']}, v-prediction, label dropout 0.1. "
               f"Eval on {device_name(args.device)}; torch {torch.__version__}. {n} samples a row (labels cycling "

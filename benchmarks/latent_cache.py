@@ -87,7 +87,8 @@ def time_batches(data, batches: int, batch_size: int, device) -> float:
 def main():
     from gdistill.data.captions import CaptionDataset
     from gdistill.data.latents import LatentCaptionData
-    from gdistill.models.latent import SDEncoders, pipeline_record
+    from gdistill.models.sd_encoders import SDEncoders
+    from gdistill.models.sd_pipeline import pipeline_record
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")

@@ -27,7 +27,7 @@ import torch
 from report import command_line, device_name, sync, write_report  # benchmarks/report.py (the script's folder is on sys.path)
 
 from gdistill.models import make_student
-from gdistill.run import load_model
+from gdistill.run_folder import load_model
 from gdistill.tasks.sample import cycle_labels, sample
 
 HERE = Path(__file__).resolve().parent

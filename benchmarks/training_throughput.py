@@ -29,7 +29,7 @@ from gdistill.config import HalveConfig, MatchConfig, TeachConfig
 from gdistill.data import load_dataset
 from gdistill.diffusion import alpha_sigma_like, diffuse, halving_target_t, weighted_x_loss
 from gdistill.models import denoise_fn, guided_predict_x, make_student
-from gdistill.run import load_model
+from gdistill.run_folder import load_model
 from gdistill.stages.halve import halve
 from gdistill.stages.match import match
 from gdistill.stages.teach import teach

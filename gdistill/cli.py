@@ -1,4 +1,5 @@
-"""The gdistill command line: one thin function per subcommand that builds a config and calls a stage.
+"""The gdistill command line: one thin function per subcommand. It parses the options, calls a stage
+(stages/) or a task (tasks/), where the rules live, and prints.
 
 Flags take the paper's guidance strength w (x_w = (1 + w) x_c - w x_u; diffusers' guidance_scale is
 w + 1). Options left out come from --config FILE.yaml, then from the model kind's defaults.
@@ -19,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
-from .config import HalveConfig, MatchConfig, TeachConfig, build_config
+from .config import ConsistencyConfig, HalveConfig, MatchConfig, TeachConfig, build_config
 from .errors import GdistillError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -53,14 +54,15 @@ Resume = typer.Option(None, "--resume", help="auto (default): continue the outpu
 DetectAnomaly = typer.Option(None, "--detect-anomaly/--no-detect-anomaly", help="torch's autograd anomaly detection (slow; for finding where a NaN starts).")
 
 
-def _check_steps(run, manifest: dict, steps: int, allow_any: bool) -> None:
-    """A round is distilled for its own grid: another --steps is refused unless asked for."""
-    distilled = manifest.get("steps")
-    if distilled and steps != distilled:
-        if not allow_any:
-            raise GdistillError(f"{run} was distilled for {distilled} steps, not {steps}: leave --steps out, "
-                                "or pass --allow-any-steps to sample it off its grid")
-        console.print(f"[yellow]warning:[/] {run} was distilled for {distilled} steps; sampling with {steps}")
+def _stage_config(cls, options: dict):
+    """A training command's config from its parameters, which are named as the config's fields:
+    the --config file's values, overridden by the options given (not None)."""
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
+    return build_config(cls, options.pop("config"), options)
+
+
+def _warn(message: str) -> None:
+    console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
 
 
 def _check_ws(ws: list[float]) -> list[float]:
@@ -69,13 +71,6 @@ def _check_ws(ws: list[float]) -> list[float]:
     if bad:
         raise GdistillError(f"--w must be a finite number >= 0 (paper's w; guidance_scale - 1), got {bad[0]}")
     return ws
-
-
-def _warn_outside_w_range(manifest: dict, w: float) -> None:
-    """A student learned w in its range only; outside it the output is an extrapolation."""
-    w_range = manifest.get("w_range")
-    if w_range and not w_range[0] <= w <= w_range[1]:
-        console.print(f"[yellow]warning:[/] w={w} is outside the trained range [{w_range[0]}, {w_range[1]}]")
 
 
 @contextlib.contextmanager
@@ -145,14 +140,10 @@ def teach(dataset: str = typer.Option(None, "--dataset", help="toy2d, digits, fa
           detect_anomaly: Optional[bool] = DetectAnomaly, resume: Optional[str] = Resume,
           overwrite: Optional[bool] = Overwrite, config: Optional[Path] = ConfigFile):
     """Train a classifier-free-guided teacher on a dataset."""
+    options = dict(locals())  # the parameters: each is a TeachConfig field of the same name
     from .stages.teach import teach as run_teach
 
-    cfg = build_config(TeachConfig, config, dict(
-        dataset=dataset, out=str(out), image_size=image_size, channels=channels, parameterization=parameterization,
-        p_uncond=p_uncond, train_steps=train_steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay,
-        weighting=weighting, seed=seed, log_every=log_every, checkpoint_every=checkpoint_every,
-        mixed_precision=mixed_precision, gradient_accumulation=gradient_accumulation, detect_anomaly=detect_anomaly,
-        overwrite=overwrite, resume=resume))
+    cfg = _stage_config(TeachConfig, options)
     done = run_teach(cfg)
     _tell_once(f"teacher written to {done}")
 
@@ -176,16 +167,10 @@ def match(teacher: str = typer.Option(None, "--teacher", help="A teacher run, a 
           log_every: Optional[int] = LogEvery, checkpoint_every: Optional[int] = CheckpointEvery,
           overwrite: Optional[bool] = Overwrite, config: Optional[Path] = ConfigFile):
     """Stage 1: train a w-conditioned student on the teacher's guided output for all w in a range."""
+    options = dict(locals())
     from .stages.match import match as run_match
 
-    cfg = build_config(MatchConfig, config, dict(
-        teacher=teacher, out=str(out), data=data, w_min=w_min, w_max=w_max, resolution=resolution,
-        revision=revision, variant=variant, negative_prompt=negative_prompt, cache=cache, lora_rank=lora_rank,
-        w_end_fraction=w_end_fraction,
-        gradient_checkpointing=gradient_checkpointing, mixed_precision=mixed_precision,
-        gradient_accumulation=gradient_accumulation, detect_anomaly=detect_anomaly, train_steps=train_steps,
-        batch_size=batch_size, lr=lr, ema_decay=ema_decay, weighting=weighting, seed=seed,
-        log_every=log_every, checkpoint_every=checkpoint_every, overwrite=overwrite, resume=resume))
+    cfg = _stage_config(MatchConfig, options)
     done = run_match(cfg)
     _tell_once(f"stage-1 student written to {done}")
 
@@ -205,19 +190,45 @@ def halve(from_run: str = typer.Option(None, "--from", help="A stage-1 run or a 
           log_every: Optional[int] = LogEvery, checkpoint_every: Optional[int] = CheckpointEvery,
           overwrite: Optional[bool] = Overwrite, config: Optional[Path] = ConfigFile):
     """Stage 2: progressive distillation, each round halving the sampling steps."""
+    options = dict(locals())
     from .stages.halve import halve as run_halve
 
-    cfg = build_config(HalveConfig, config, dict(
-        from_run=from_run, out=str(out), rounds=rounds, start_steps=start_steps, data=data, cache=cache,
-        w_end_fraction=w_end_fraction,
-        lora_rank=lora_rank, gradient_checkpointing=gradient_checkpointing, mixed_precision=mixed_precision,
-        gradient_accumulation=gradient_accumulation, detect_anomaly=detect_anomaly,
-        train_steps=train_steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, weighting=weighting,
-        seed=seed, log_every=log_every, checkpoint_every=checkpoint_every, overwrite=overwrite, resume=resume))
+    cfg = _stage_config(HalveConfig, options)
     if not cfg.from_run:
         raise GdistillError("--from is required: pass a stage-1 run (from `gdistill match`) or a round-K run")
     for run in run_halve(cfg):
         _tell_once(f"round written to {run}")
+
+
+@app.command()
+def consistency(teacher: str = typer.Option(None, "--teacher", help="A guided teacher (run, built-in, or SD-family: sd15, a pipeline folder, a checkpoint), or a Stage-1 run to start from."),
+                out: Path = typer.Option(..., "--out", help="Run directory to write."),
+                data: Optional[str] = typer.Option(None, "--data", help="Training data (default: the teacher's)."),
+                w_min: Optional[float] = typer.Option(None, "--w-min", help="Smallest guidance strength w (default 0; from a Stage-1 run: its range)."),
+                w_max: Optional[float] = typer.Option(None, "--w-max", help="Largest guidance strength w (default 4; 14 for SD teachers)."),
+                solver_steps: Optional[int] = typer.Option(None, "--solver-steps", help="The teacher's DDIM grid the student learns to jump along (default 50, as LCM); sampling takes 1 to this many steps."),
+                loss: Optional[str] = typer.Option(None, "--loss", help="Distance between student and target: l2 (default) or huber (pseudo-Huber)."),
+                huber_c: Optional[float] = typer.Option(None, "--huber-c", help="Pseudo-Huber's c (default 0.00054 sqrt(dimensions))."),
+                resolution: Optional[int] = typer.Option(None, "--resolution", help="SD teachers: image size in pixels (default: the UNet's native)."),
+                revision: Optional[str] = typer.Option(None, "--revision", help="SD teachers from the hub: a branch, tag or commit."),
+                variant: Optional[str] = typer.Option(None, "--variant", help="SD teachers from the hub: weight-file variant, e.g. fp16."),
+                negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="SD teachers: guide away from this prompt instead of the empty one; the student bakes it in."),
+                cache: Optional[str] = Cache, lora_rank: Optional[int] = LoraRank, w_end_fraction: Optional[float] = WEndFraction,
+                gradient_checkpointing: Optional[bool] = GradientCheckpointing, mixed_precision: Optional[str] = MixedPrecision,
+                gradient_accumulation: Optional[int] = GradientAccumulation, detect_anomaly: Optional[bool] = DetectAnomaly, resume: Optional[str] = Resume,
+                train_steps: Optional[int] = TrainSteps, batch_size: Optional[int] = BatchSize,
+                lr: Optional[float] = Lr,
+                ema_decay: Optional[float] = typer.Option(None, "--ema-decay", help="Decay of the EMA, which is the target network (default 0.95, as LCM); it is also the weights the run ships."),
+                seed: Optional[int] = Seed,
+                log_every: Optional[int] = LogEvery, checkpoint_every: Optional[int] = CheckpointEvery,
+                overwrite: Optional[bool] = Overwrite, config: Optional[Path] = ConfigFile):
+    """Consistency distillation (LCM-style): one run, a w-conditioned student that samples in 1 to 8 steps."""
+    options = dict(locals())
+    from .stages.consistency import consistency as run_consistency
+
+    cfg = _stage_config(ConsistencyConfig, options)
+    done = run_consistency(cfg)
+    _tell_once(f"consistency student written to {done}")
 
 
 @app.command()
@@ -230,49 +241,16 @@ def sample(from_run: str = typer.Option(..., "--from", help="A run, a built-in t
            label: Optional[int] = typer.Option(None, "--label", help="Class for every sample (default: cycle through the classes)."),
            prompt: list[str] = typer.Option(None, "--prompt", help="SD-family runs: a text prompt; repeat for more (sample k uses prompt k mod their number)."),
            negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="SD-family teachers: guide away from this prompt (students fix theirs at `match --negative-prompt`)."),
-           sampler: str = typer.Option("deterministic", "--sampler", help="deterministic (DDIM) or stochastic (the paper's)."),
+           sampler: Optional[str] = typer.Option(None, "--sampler", help="deterministic (DDIM), stochastic (the paper's), or consistency (consistency runs); default: the run's own (consistency for consistency runs, else deterministic)."),
            raw_weights: bool = typer.Option(False, "--raw-weights", help="Use the raw training weights instead of the EMA."),
            allow_any_steps: bool = AllowAnySteps,
            device: str = typer.Option("auto", "--device", help="torch device: auto (the GPU if there is one), cpu, cuda.")):
     """Generate samples from a run: the student in N calls, or a teacher with guided DDIM in 2 calls a step."""
-    from .run import RAW_WEIGHTS, check_writable, load_model
-    from .tasks.sample import cycle_labels, sample as run_sample, sample_prompts, save_samples
+    from .tasks.sample import sample_to_file
 
-    if n is not None and n < 1:
-        raise GdistillError(f"--n must be at least 1, got {n}")
-    if steps is not None and steps < 1:
-        raise GdistillError(f"--steps must be at least 1, got {steps}")
     _check_ws([w])
-    if out.suffix not in (".png", ".npz"):
-        raise GdistillError(f"--out {out} must end in .png (an image) or .npz (arrays)")
-    check_writable(out)  # before any sampling, which can take minutes
-    model, manifest, run = load_model(from_run, raw=raw_weights)
-    text_model = bool(manifest.get("pipeline"))
-    if text_model and not prompt:
-        raise GdistillError(f"{run} is text-conditioned: pass --prompt \"...\" (repeat it for more prompts)")
-    if not text_model and (prompt or negative_prompt is not None):
-        raise GdistillError(f"{run} is class-conditional ({model.kind}): choose the class with --label, not --prompt")
-    if text_model and label is not None:
-        raise GdistillError(f"{run} is text-conditioned: it takes --prompt, not --label")
-    if raw_weights and RAW_WEIGHTS not in manifest["files"]:
-        console.print(f"[yellow]warning:[/] {run} keeps no raw weights (no EMA was kept, or it is a built-in); using its only weights")
-    if label is not None and not 0 <= label < model.num_classes:
-        raise GdistillError(f"--label {label} is out of range: {run} has classes 0..{model.num_classes - 1}")
-    steps = steps or manifest.get("steps") or 256
-    _check_steps(run, manifest, steps, allow_any_steps)
-    _warn_outside_w_range(manifest, w)
-    if text_model:
-        n = n or len(prompt)
-        result = sample_prompts(model, manifest, prompt, n, steps, w, sampler, seed, _device(device), negative_prompt)
-        save_samples(result, out, (-1.0, 1.0), min(n, len(prompt)), prompts=prompt)
-    else:
-        n = n or 64
-        data_range = manifest.get("data_range")
-        with _step_progress("sample", n * steps) as on_step:
-            result = run_sample(model, cycle_labels(n, model.num_classes, label), steps, w, sampler, seed,
-                                tuple(data_range) if data_range else None, device=_device(device), on_step=on_step)
-        columns = model.num_classes if label is None and model.num_classes <= 16 else None
-        save_samples(result, out, tuple(data_range) if data_range else None, columns)
+    result, n, steps = sample_to_file(from_run, out, n, steps, w, label, prompt, negative_prompt, sampler, seed,
+                                      _device(device), raw_weights, allow_any_steps, _warn, _step_progress)
     console.print(f"{n} samples, {steps} steps, {result.calls_per_image} network calls per sample, "
                   f"{result.seconds / n * 1000:.2f} ms per sample -> {out}")
 
@@ -284,7 +262,7 @@ def evaluate(
         w: str = typer.Option("0,1,2,4", "--w", help="Guidance strengths to sweep (paper's w), comma-separated."),
         steps: Optional[str] = typer.Option(None, "--steps", help="Student steps, comma-separated (default: each run's own)."),
         teacher_steps: Optional[str] = typer.Option(None, "--teacher-steps", help="Also sample the runs' teacher with guided DDIM at these steps (2 calls a step)."),
-        sampler: str = typer.Option("deterministic", "--sampler", help="Student samplers: deterministic, stochastic, or both comma-separated."),
+        sampler: str = typer.Option("deterministic", "--sampler", help="Samplers of halving students: deterministic, stochastic, or both comma-separated (consistency runs always use their own)."),
         n: int = typer.Option(1000, "--n", help="Samples per row."),
         seed: int = typer.Option(0, "--seed", help="Noise seed, the same for every row."),
         ref: Optional[str] = typer.Option(None, "--ref", help="Reference: an image folder, a class-folder dataset, or digits / toy2d (default: the run's dataset)."),
@@ -308,49 +286,19 @@ def evaluate(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .metrics.clip import read_prompts
-    from .metrics.reference import default_cache_dir, default_reference
+    from .metrics.reference import default_cache_dir
     from .metrics.report import rich_table
-    from .tasks.evaluate import Scorer, evaluate_into, is_text_model, plan_sweep, sample_shape
-    from .tasks.sample import SAMPLERS
+    from .tasks.evaluate import evaluate_into, plan_eval
 
     ws = _check_ws(_numbers("--w", w))
-    step_list = _numbers("--steps", steps, int) if steps else None
-    teacher_list = _numbers("--teacher-steps", teacher_steps, int) if teacher_steps else None
-    if any(v < 1 for v in (step_list or []) + (teacher_list or [])):
-        raise GdistillError("--steps and --teacher-steps must be at least 1")
-    if to_teacher < 0:
-        raise GdistillError(f"--to-teacher must be a step count >= 1, or 0 for off; got {to_teacher}")
-    samplers = [v.strip() for v in sampler.split(",") if v.strip()]
-    if not samplers or any(v not in SAMPLERS for v in samplers):
-        raise GdistillError(f"--sampler {sampler!r}: use {', '.join(SAMPLERS)}, or both comma-separated")
-    if out.exists() and not overwrite:
-        raise GdistillError(f"{out} already exists: pass --overwrite to replace it, or choose another --out")
     metrics = {name for name, on in (("fid", fid), ("isc", isc), ("kid", kid), ("clip", clip), ("ed", ed)) if on}
-    sweep = plan_sweep(from_runs or [], step_list, teacher_list, samplers, with_teachers=to_teacher > 0)
-    first = sweep[0]
-    for entry in sweep:
-        w_range = entry.manifest.get("w_range")
-        outside = [v for v in ws if w_range and not w_range[0] <= v <= w_range[1]]
-        if outside:
-            console.print(f"[yellow]warning:[/] {escape(entry.label)} was trained for w in [{w_range[0]}, {w_range[1]}]; "
-                          f"w={','.join(f'{v:g}' for v in outside)} lies outside", highlight=False)
-    shape = sample_shape(first)
-    text = is_text_model(first)
-    if text and (not prompts or not ref):
-        raise GdistillError(f"{first.label} is text-conditioned: pass --prompts FILE (one prompt per line; sample k "
-                            "uses line k mod their number) and --ref, a folder of reference images")
-    dataset = first.manifest.get("dataset") or {}
-    ref = ref or default_reference(dataset)
-    if not ref:
-        raise GdistillError(f"{first.label} records no dataset: pass --ref (an image folder, digits or toy2d)")
-    if not metrics:  # the default: a Fréchet distance for images (Fashion-MNIST: its classifier's), ED for points
-        metrics = set() if ref.startswith("fashion-mnist") else {"fid"} if len(shape) == 3 else {"ed"}
-    prompt_list = read_prompts(prompts) if prompts else first.manifest.get("class_names")
+    samplers = [v.strip() for v in sampler.split(",") if v.strip()]
     dev = _device(device)
-    scorer = Scorer(metrics, ref, shape, n, cache_dir or default_cache_dir(), dev,
-                    inception_weights, clip_model, prompt_list, None if text else first.model.num_classes,
-                    log=lambda m: console.print(m, highlight=False), to_teacher=to_teacher > 0)
+    plan = plan_eval(from_runs or [], ws, _numbers("--steps", steps, int) if steps else None,
+                     _numbers("--teacher-steps", teacher_steps, int) if teacher_steps else None, samplers, metrics,
+                     ref, prompts, n, to_teacher, out, overwrite, cache_dir or default_cache_dir(), dev,
+                     inception_weights, clip_model, _warn, log=lambda m: console.print(m, highlight=False))
+    scorer, metrics = plan.scorer, plan.metrics
     for column, why in scorer.unavailable.items():
         console.print(f"[yellow]note:[/] {column} is n/a in every row: {why}", highlight=False)
 
@@ -358,13 +306,12 @@ def evaluate(
                 "seed": seed, "device": dev, "metrics": sorted(metrics), "w": ws, "samplers": samplers,
                 "to_teacher_steps": to_teacher, "unavailable": scorer.unavailable,
                 "inception_weights": str(inception_weights) if inception_weights else None}
-    total = sum(len(e.samplers) * len(e.steps) * len(ws) for e in sweep)
+    total = plan.rows_total(ws)
     with Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.description}"), console=console) as progress:
         task = progress.add_task("", total=total)
-        rows = evaluate_into(out, overwrite, sweep, ws, scorer, n, seed, dev, settings, lambda row: progress.update(
-            task, advance=1, description=f"{row.model} {row.steps} steps w={row.w:g}"), prompt_list if text else None,
-            to_teacher)
+        rows = evaluate_into(out, overwrite, plan.sweep, ws, scorer, n, seed, dev, settings, lambda row: progress.update(
+            task, advance=1, description=f"{row.model} {row.steps} steps w={row.w:g}"), plan.prompts, to_teacher)
 
     missing = [(r["run"], r["model"], r["steps"], r["w"], c) for r in rows for c in scorer.columns
                if r.get(c) is None and c not in scorer.unavailable]
@@ -380,41 +327,13 @@ def evaluate(
 
 def _edit_command(from_run, image, mask, out, prompt, label, strength, steps, w, n, seed, sampler, device, overwrite,
                   allow_any_steps):
-    """What edit and inpaint share: load the run, read the inputs, run every input, write the results."""
-    from .run import load_model
-    from .tasks.edit import ModelSpace, check_output, collect_inputs, edit_one, write_outputs
+    from .tasks.edit import edit_to_files
 
-    if n < 1:
-        raise GdistillError(f"--n must be at least 1, got {n}")
     _check_ws([w])
-    if strength is not None and not 0 <= strength <= 1:
-        raise GdistillError(f"--strength must be in [0, 1], got {strength}")
-    inputs = collect_inputs(image, mask)
-    check_output(out, len(inputs) == 1 and n == 1, overwrite)
-    model, manifest, run = load_model(from_run)
-    steps = steps or manifest.get("steps") or 256
-    if steps < 1:
-        raise GdistillError(f"--steps must be at least 1, got {steps}")
-    _check_steps(run, manifest, steps, allow_any_steps)
-    _warn_outside_w_range(manifest, w)
-    warn = lambda m: console.print(f"[yellow]warning:[/] {escape(m)}", highlight=False)  # noqa: E731
-    space = ModelSpace(model, manifest, _device(device), warn)
-    space.conditions(1, label, prompt)  # a wrong --label / missing --prompt fails before any work
-    if space.inpainting_model and strength is not None:
-        raise GdistillError("this run is an inpainting model: it takes an image and a mask; use `gdistill inpaint`")
-    if space.inpainting_model:
-        console.print(f"inpainting with the inpainting model (mask and masked image are its input) in {steps} steps")
-    elif strength is not None:
-        from .diffusion import snap_strength
-
-        k = snap_strength(strength, steps)
-        console.print(f"strength {strength:g} on the {steps}-step grid: the last {k} step(s) from t0 = {k / steps:g} "
-                      f"({k * (1 if model.w_conditioned else 2)} network calls per image)")
-    else:
-        console.print(f"inpainting by replacement (training-free) in {steps} steps")
-    results = [(item.name, edit_one(space, item, n, steps, w, seed, label, prompt, strength, sampler)) for item in inputs]
-    done = write_outputs(results, out, overwrite)
-    console.print(f"{sum(len(r.samples) for _, r in results)} image(s) -> {done}")
+    done, count = edit_to_files(from_run, image, mask, out, prompt, label, strength, steps, w, n, seed, sampler,
+                                _device(device), overwrite, allow_any_steps, _warn,
+                                lambda m: console.print(m, highlight=False))
+    console.print(f"{count} image(s) -> {done}")
 
 
 # Options shared by edit and inpaint.
@@ -427,7 +346,7 @@ EditSteps = typer.Option(None, "--steps", help="The grid (default: the run's own
 EditW = typer.Option(1.0, "--w", help="Guidance strength, paper's w (guidance_scale - 1).")
 Variants = typer.Option(1, "--n", help="Variants per input.")
 EditSeed = typer.Option(0, "--seed", help="Noise seed.")
-EditSampler = typer.Option("deterministic", "--sampler", help="deterministic (DDIM) or stochastic.")
+EditSampler = typer.Option(None, "--sampler", help="deterministic (DDIM), stochastic, or consistency; default: the run's own.")
 EditDevice = typer.Option("auto", "--device", help="torch device: auto, cpu, cuda.")
 EditOverwrite = typer.Option(False, "--overwrite/--no-overwrite", help="Replace an existing output.")
 
@@ -437,7 +356,7 @@ def edit(from_run: str = EditFrom, image: Path = EditImage, out: Path = EditOut,
          prompt: Optional[str] = EditPrompt, label: Optional[int] = EditLabel,
          strength: float = typer.Option(0.5, "--strength", help="How far to noise the input, 0..1; snapped to the run's grid."),
          steps: Optional[int] = EditSteps, w: float = EditW, n: int = Variants, seed: int = EditSeed,
-         sampler: str = EditSampler, device: str = EditDevice, overwrite: bool = EditOverwrite,
+         sampler: Optional[str] = EditSampler, device: str = EditDevice, overwrite: bool = EditOverwrite,
          allow_any_steps: bool = AllowAnySteps):
     """SDEdit: noise the input to the strength's point on the grid and run the remaining steps toward
     the target prompt or class."""
@@ -450,7 +369,7 @@ def inpaint(from_run: str = EditFrom, image: Path = EditImage,
             mask: Path = typer.Option(..., "--mask", help="A mask (white = repaint), or a folder of masks named like the images."),
             out: Path = EditOut, prompt: Optional[str] = EditPrompt, label: Optional[int] = EditLabel,
             steps: Optional[int] = EditSteps, w: float = EditW, n: int = Variants, seed: int = EditSeed,
-            sampler: str = EditSampler, device: str = EditDevice, overwrite: bool = EditOverwrite,
+            sampler: Optional[str] = EditSampler, device: str = EditDevice, overwrite: bool = EditOverwrite,
             allow_any_steps: bool = AllowAnySteps):
     """Fill the masked region: sample from noise, keeping the rest of the input (replacement, for any run)."""
     _edit_command(from_run, image, mask, out, prompt, label, None, steps, w, n, seed, sampler, device, overwrite,
@@ -479,7 +398,8 @@ def info(run: str = typer.Argument(..., help="A run directory or built-in teache
          json_out: bool = typer.Option(False, "--json", help="With --w-eff: print the table as JSON on stdout.")):
     """Print a run's manifest summary and its lineage, or how far an unfinished run got; with
     --w-eff, how much guidance a distilled run really applies at each w."""
-    from .run import lineage, read_manifest, resolve_run, work_dir_for
+    from .files import work_dir_for
+    from .run_folder import lineage_text, read_manifest, resolve_run, run_summary
     from .train import checkpoint_in
 
     if w_eff:
@@ -500,20 +420,10 @@ def info(run: str = typer.Argument(..., help="A run directory or built-in teache
     m = read_manifest(path)
     out = Console()
     table = Table(title=str(path), show_header=False)
-    for key in ("kind", "round", "steps", "w_range", "parameterization", "dataset", "teacher",
-                "gdistill_version", "created"):
-        if m.get(key) is not None:
-            table.add_row(key, str(m[key]))
-    table.add_row("model", f"{m['model'].get('kind')}, w-conditioned: {m['model'].get('w_conditioned', False)}")
-    table.add_row("schedule", str(m.get("schedule")))
-    table.add_row("weights sha256", m["files"].get("model.safetensors", "?")[:16] + "…")
-    if m.get("parent"):
-        table.add_row("parent", f"{m['parent']['path']} ({m['parent']['sha256'][:16]}…)")
+    for key, value in run_summary(m):
+        table.add_row(key, value)
     out.print(table)
-    chain = " -> ".join(
-        f"{e['kind']}" + (f" r{e['round']}" if e.get("round") else "") + (f" ({e['steps']} steps)" if e.get("steps") else "")
-        for e in lineage(m))
-    out.print(f"lineage: {chain}", soft_wrap=True)
+    out.print(f"lineage: {lineage_text(m)}", soft_wrap=True)
 
 
 def _print_effective_guidance(run: str, ws: list[float] | None, n: int, seed: int, device: str, json_out: bool) -> None:

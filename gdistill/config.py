@@ -69,6 +69,15 @@ class MatchConfig(DistillConfig):
 
 
 @dataclass
+class ConsistencyConfig(MatchConfig):
+    """Consistency distillation: Stage 1's inputs (a teacher, or a Stage-1 run to start from) plus
+    the solver grid and the distance."""
+    solver_steps: int | None = None  # the teacher's DDIM grid (LCM: 50); sampling picks 1..N of its times
+    loss: str = "l2"  # l2 or huber (pseudo-Huber)
+    huber_c: float | None = None  # pseudo-Huber's c; default 0.00054 sqrt(dimensions)
+
+
+@dataclass
 class HalveConfig(DistillConfig):
     from_run: str = ""
     out: str = ""
@@ -85,6 +94,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                   "w_min": 0.0, "w_max": 4.0},
         "halve": {"train_steps": 1000, "batch_size": 512, "lr": 3e-4, "ema_decay": 0.0,
                   "start_steps": 256},
+        # the EMA is the target network theta^- (LCM: 0.95)
+        "consistency": {"train_steps": 2000, "batch_size": 512, "lr": 3e-4, "ema_decay": 0.95,
+                        "w_min": 0.0, "w_max": 4.0, "solver_steps": 50},
     },
     "pixel-unet": {
         "teach": {"train_steps": 12000, "batch_size": 64, "lr": 3e-4, "ema_decay": 0.999},
@@ -94,6 +106,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                   "w_min": 0.0, "w_max": 4.0},
         "halve": {"train_steps": 1200, "batch_size": 64, "lr": 1e-4, "ema_decay": 0.0,
                   "start_steps": 256},
+        "consistency": {"train_steps": 2000, "batch_size": 64, "lr": 3e-4, "ema_decay": 0.95,
+                        "w_min": 0.0, "w_max": 4.0, "solver_steps": 50},
     },
     # SD-family UNets: fine-tuning rates, no EMA copy of a billion weights by default; w up to 14
     # (guidance_scale 15) covers what SD users sample with (7.5 is w = 6.5).
@@ -102,9 +116,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                   "w_min": 0.0, "w_max": 14.0},
         "halve": {"train_steps": 2000, "batch_size": 8, "lr": 1e-5, "ema_decay": 0.0,
                   "start_steps": 256},
+        "consistency": {"train_steps": 4000, "batch_size": 8, "lr": 1e-5, "ema_decay": 0.95,
+                        "w_min": 0.0, "w_max": 14.0, "solver_steps": 50},
     },
 }
 MIXED_PRECISION = ("no", "fp16", "bf16")
+CONSISTENCY_LOSSES = ("l2", "huber")
 
 
 def build_config(cls, config_file: str | None, overrides: dict[str, Any]):
@@ -188,6 +205,11 @@ def validate(c) -> None:
     if isinstance(c, MatchConfig):
         _require(0 <= c.w_min <= c.w_max < math.inf, f"need 0 <= --w-min <= --w-max, both finite, got {c.w_min} and {c.w_max}")
         _require(c.resolution is None or c.resolution >= 8, f"--resolution must be at least 8 pixels, got {c.resolution}")
+    if isinstance(c, ConsistencyConfig):
+        _require(c.solver_steps >= 1, f"--solver-steps must be at least 1, got {c.solver_steps}")
+        _require(c.loss in CONSISTENCY_LOSSES, f"--loss must be one of {', '.join(CONSISTENCY_LOSSES)}, got {c.loss!r}")
+        _require(c.huber_c is None or c.huber_c > 0, f"--huber-c must be positive, got {c.huber_c}")
+        _require(c.ema_decay > 0, "--ema-decay must be in (0, 1) for consistency distillation: the EMA is its target network")
     if isinstance(c, HalveConfig):
         _require(c.rounds >= 1, f"--rounds must be at least 1, got {c.rounds}")
         s = c.start_steps

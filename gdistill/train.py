@@ -1,9 +1,10 @@
 """The one training loop every stage shares: accelerate, Adam, LR schedule, gradient clipping, EMA,
 resume checkpoints, a rich progress bar and a JSON-lines log.
 
-A stage supplies `loss_fn(model, generator, device) -> (loss, terms)`: it draws its own batch and
-noise from `generator` (a CPU torch.Generator seeded from the run's seed, saved in checkpoints), so
-a run is reproducible from its seed and resumes where it stopped.
+A stage supplies its objective (stages/objectives.py), or any `loss_fn(model, generator, device) ->
+(loss, terms)`: it draws its own batch and noise from `generator` (a CPU torch.Generator seeded from
+the run's seed, saved in checkpoints), so a run is reproducible from its seed and resumes where it
+stopped.
 """
 from __future__ import annotations
 
@@ -24,9 +25,23 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors.torch import load_file
 
 from .errors import GdistillError, TrainingDiverged
-from .run import LOG, save_safetensors_atomic, sha256_file
+from .files import save_safetensors_atomic, sha256_file
+from .run_folder import LOG
 
 LossFn = Callable[[torch.nn.Module, torch.Generator, torch.device], tuple[torch.Tensor, dict]]
+
+
+class Objective:
+    """A LossFn with once-per-run setup: `prepare(device, model, ema)` runs before the first step
+    (for example a frozen teacher put on the device; `model` is the unwrapped model that trains and
+    `ema` its ShadowWeights or None, for objectives whose target network is the EMA), then the
+    objective is called every loss evaluation."""
+
+    def prepare(self, device: torch.device, model: torch.nn.Module, ema: ShadowWeights | None) -> None:
+        pass
+
+    def __call__(self, model: torch.nn.Module, generator: torch.Generator, device: torch.device) -> tuple[torch.Tensor, dict]:
+        raise NotImplementedError
 
 
 @dataclass
@@ -85,6 +100,16 @@ class ShadowWeights:
             if name in self.shadow:
                 self.shadow[name].lerp_(p.detach(), 1 - decay)
 
+    def call(self, module: torch.nn.Module, *args):
+        """module(*args) with the averaged weights in place of the trained ones, the module itself
+        untouched (torch.func.functional_call): the EMA as a network, e.g. consistency's target."""
+        from torch.distributed.tensor import DTensor
+
+        if any(isinstance(t, DTensor) for t in self.shadow.values()):
+            raise GdistillError("this objective reads the EMA as a network, which gdistill does not do on FSDP shards "
+                                "yet: train it with one process or DDP")
+        return torch.func.functional_call(module, self.shadow, args, strict=False)
+
     def full_state(self, model_state: dict) -> dict:
         """The EMA model's whole state dict: the model's with the averaged weights in place (the
         frozen ones are equal). Under FSDP every process must call it (it gathers the shards)."""
@@ -120,12 +145,12 @@ def _state_options(sharded: bool, main_only: bool = True):
 def _save_checkpoint(folder: Path, step, model, ema, optimizer, scheduler, generator, recipe, sharded: bool, main: bool):
     """The whole checkpoint (weights, EMA, optimizer, LR schedule, RNG states, step) is written into
     `resume.partial/`, each file atomically, and that folder then replaces `resume/` by renames
-    (run.publish_dir): a crash at any point leaves the previous checkpoint whole, in `resume/`
+    (files.publish_dir): a crash at any point leaves the previous checkpoint whole, in `resume/`
     or, between the two renames, in `.resume.old/` (_checkpoint_folder finds it). Every process
     calls it (under FSDP gathering the shards is collective); the main process writes."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 
-    from .run import publish_dir
+    from .files import publish_dir
 
     options = _state_options(sharded)
     model_state = get_model_state_dict(model, options=options)
@@ -282,6 +307,8 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
     trainable = [p for p in inner.parameters() if p.requires_grad]
     ema = ShadowWeights(inner, settings.ema_decay) if settings.ema_decay > 0 else None
     start = _restore(*checkpoint, model, ema, optimizer, scheduler, generator, sharded) if checkpoint else 0
+    if isinstance(loss_fn, Objective):
+        loss_fn.prepare(device, inner, ema)
 
     work.mkdir(parents=True, exist_ok=True)
     log_path = work / LOG

@@ -20,7 +20,7 @@ from accelerate.utils import DistributedType
 from gdistill.data import Toy2D
 from gdistill.diffusion import alpha_sigma_like, diffuse, weighted_x_loss
 from gdistill.models import build_denoiser
-from gdistill.run import save_safetensors_atomic
+from gdistill.files import save_safetensors_atomic
 from gdistill.stages.common import draw_batch, draw_t, process_share
 from gdistill.train import LoopSettings, train
 
@@ -48,7 +48,7 @@ def sd_tiny_student(folder: str, lora_rank: int):
     """The w-conditioned student of a tiny SD pipeline, trained to denoise random latents given
     random text embeddings (what the UNet computes is the real one; the data need not be)."""
     from gdistill.models import make_student
-    from gdistill.models.latent import load_pipeline_teacher
+    from gdistill.models.sd_pipeline import load_pipeline_teacher
 
     torch.manual_seed(0)
     teacher, _, _ = load_pipeline_teacher(folder)

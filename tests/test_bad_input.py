@@ -19,6 +19,8 @@ def runs(tmp_path_factory):
                    "--batch-size", 16, "--out", root / "pd") == (0,)
     assert run_cli("match", "--teacher", "toy2d", "--train-steps", 3, "--batch-size", 16, "--seed", 1,
                    "--out", root / "stage1-other") == (0,)
+    assert run_cli("consistency", "--teacher", "toy2d", "--train-steps", 2, "--batch-size", 16, "--solver-steps", 8,
+                   "--out", root / "cd") == (0,)
     shutil.copytree(root / "stage1", root / "truncated")
     weights = root / "truncated" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
@@ -75,8 +77,17 @@ CASES = [
     (["halve", "--from", "{r}/stage1-other", "--start-steps", "8", "--rounds", "1", "--out", "{r}/pd"],
      "distilled from another teacher"),
     (["halve", "--from", "{r}/stage1", "--resume", "maybe", "--out", "{o}/h"], "--resume must be auto or never"),
+    # consistency
+    (["consistency", "--teacher", "toy2d", "--loss", "l1", "--out", "{o}/c"], "--loss must be one of"),
+    (["consistency", "--teacher", "toy2d", "--solver-steps", "0", "--out", "{o}/c"], "--solver-steps must be at least 1"),
+    (["consistency", "--teacher", "toy2d", "--ema-decay", "0", "--out", "{o}/c"], "the EMA is its target network"),
+    (["consistency", "--teacher", "toy2d", "--huber-c", "-1", "--out", "{o}/c"], "--huber-c must be positive"),
+    (["consistency", "--teacher", "{r}/pd/round-1", "--out", "{o}/c"], "starts from a guided teacher or a Stage-1 run"),
+    (["consistency", "--teacher", "{r}/stage1", "--w-max", "8", "--out", "{o}/c"], "its w range and negative prompt are fixed"),
     # sample
     (["sample", "--from", "{r}/pd/round-1", "--steps", "3", "--out", "{o}/s.png"], "distilled for 4 steps, not 3"),
+    (["sample", "--from", "{r}/cd", "--steps", "9", "--out", "{o}/s.png"], "samples in 1 to 8 steps"),
+    (["sample", "--from", "{r}/pd/round-1", "--sampler", "consistency", "--out", "{o}/s.png"], "is for consistency runs"),
     (["sample", "--from", "digits", "--out", "{o}/s.jpg"], "must end in .png"),
     (["sample", "--from", "digits", "--label", "12", "--out", "{o}/s.png"], "out of range"),
     (["sample", "--from", "digits", "--n", "0", "--out", "{o}/s.png"], "--n must be at least 1"),

@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from gdistill.data.captions import CaptionDataset, load_caption_image
+from gdistill.data.captions import CaptionDataset
+from gdistill.images import read_centre_crop
 from gdistill.errors import GdistillError
 
 SIZES = [(12, 12), (20, 10), (10, 24), (16, 16), (9, 13), (30, 15)]
@@ -60,7 +61,7 @@ def test_resize_then_centre_crop():
     strip[:, 10:20] = 255  # only the middle third is white
     buffer = io.BytesIO()
     Image.fromarray(strip).save(buffer, format="PNG")
-    image = load_caption_image(buffer.getvalue(), 8)  # 30x10 -> 24x8 -> the middle 8 columns
+    image = read_centre_crop(buffer.getvalue(), 8)  # 30x10 -> 24x8 -> the middle 8 columns
     assert image.shape == (3, 8, 8) and image[:, :, 1:-1].mean() > 0.9
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import yaml
 
-from gdistill.run import read_manifest
+from gdistill.run_folder import read_manifest
 
 FAST = ["--batch-size", "64", "--log-every", "10"]
 

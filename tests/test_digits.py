@@ -7,7 +7,7 @@ from PIL import Image
 
 from gdistill.data import digits
 from gdistill.metrics.digits import DigitsClassifier
-from gdistill.run import read_manifest
+from gdistill.run_folder import read_manifest
 from gdistill.tasks.sample import cycle_labels, sample
 
 TINY = ["--batch-size", "8", "--log-every", "5"]
@@ -50,7 +50,7 @@ def test_shipped_classifier_is_what_its_recipe_makes(classifier):
 
 
 def test_shipped_teacher_draws_the_requested_digit(classifier):
-    from gdistill.run import load_model
+    from gdistill.run_folder import load_model
 
     teacher, manifest, _ = load_model("digits")
     labels = cycle_labels(200, 10)

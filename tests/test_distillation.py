@@ -8,7 +8,7 @@ import pytest
 from gdistill.config import HalveConfig, MatchConfig
 from gdistill.data import load_dataset
 from gdistill.metrics import class_energy_distance
-from gdistill.run import load_model
+from gdistill.run_folder import load_model
 from gdistill.stages.halve import halve
 from gdistill.stages.match import match
 from gdistill.tasks.guidance import effective_guidance_table

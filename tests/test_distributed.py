@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gdistill.run import load_model
+from gdistill.run_folder import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,9 +9,9 @@ from PIL import Image
 
 from gdistill.diffusion import snap_strength
 from gdistill.metrics.digits import DigitsClassifier, classifier_split
-from gdistill.run import load_model
-from gdistill.tasks.edit import read_image
-from gdistill.tasks.sample import Guide, sample
+from gdistill.run_folder import load_model
+from gdistill.images import read_image
+from gdistill.tasks.sample import InputImage, sample
 from tests.conftest import run_cli
 from tests.sd_tiny import build_tiny_sd, write_caption_folder
 
@@ -77,7 +77,7 @@ def test_inpainting_the_lower_half_gives_the_requested_digit():
     mask = torch.zeros(len(x), 1, 8, 8)
     mask[..., 4:, :] = 1
     teacher = load_model("digits")[0]
-    filled = sample(teacher, y, 8, 1.0, seed=0, data_range=(-1.0, 1.0), guide=Guide(x, 0, mask)).samples
+    filled = sample(teacher, y, 8, 1.0, seed=0, data_range=(-1.0, 1.0), input_image=InputImage(x, 0, mask)).samples
     blanked = torch.where(mask.bool(), torch.full_like(x, -1.0), x)
     classifier = DigitsClassifier()
     assert torch.equal(filled[..., :4, :], x[..., :4, :])
@@ -131,7 +131,7 @@ def sd_student(tmp_path_factory):
 
 
 def test_latent_edit_and_inpaint(sd_student, tmp_path, cli):
-    from gdistill.models.latent import SDEncoders
+    from gdistill.models.sd_encoders import SDEncoders
 
     run = sd_student / "stage1"
     photo = sd_student / "photo.png"
@@ -188,7 +188,9 @@ def test_inpainting_teacher_matches_diffusers_and_distils_into_an_inpainting_stu
     and keeps the known pixels exactly."""
     from diffusers import DDIMScheduler
 
-    from gdistill.models.latent import SDEncoders, load_sd_pipeline
+    from gdistill.models.sd_encoders import SDEncoders
+
+    from gdistill.models.sd_pipeline import load_sd_pipeline
 
     teacher_dir = build_tiny_sd(tmp_path / "inpainting", inpainting=True)
     teacher, manifest, _ = load_model(teacher_dir)

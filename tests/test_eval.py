@@ -14,7 +14,7 @@ from gdistill.metrics import frechet_distance_of
 from gdistill.metrics.digits import DigitsClassifier
 from gdistill.metrics.reference import FeatureCache, load_reference
 from gdistill.metrics.scores import inception_score, kernel_distance
-from gdistill.run import WEIGHTS, read_manifest
+from gdistill.run_folder import WEIGHTS, read_manifest
 
 TINY = ["--batch-size", "32", "--log-every", "2"]
 
@@ -176,7 +176,7 @@ def test_toy2d_is_scored_by_energy_distance_to_exact_samples(cli, tmp_path):
 
 def test_a_metric_that_cannot_be_computed_exits_1_with_the_report(rounds, cli, tmp_path):
     """A run whose weights are NaN (a diverged model) gives n/a values and exit code 1."""
-    from gdistill.run import commit_run, load_weights
+    from gdistill.run_folder import commit_run, load_weights
 
     source = rounds / "pd" / "round-2"
     manifest = read_manifest(source)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gdistill.run import load_model
+from gdistill.run_folder import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 

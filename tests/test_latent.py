@@ -6,7 +6,8 @@ import torch
 
 from gdistill.errors import GdistillError
 from gdistill.models import build_denoiser, make_student
-from gdistill.models.latent import LatentUNetDenoiser, guidance_scale_embedding, load_sd_pipeline
+from gdistill.models.latent import LatentUNetDenoiser, guidance_scale_embedding
+from gdistill.models.sd_pipeline import load_sd_pipeline
 from gdistill.tasks.sample import sample
 from tests.sd_tiny import build_tiny_sd
 
@@ -106,3 +107,23 @@ def test_student_runs_in_the_stock_pipeline_reading_w_from_guidance_scale(tiny_s
     # 4 steps: diffusers' DDIM steps back by 1000 // N, which lands on the grid when N divides 1000
     ours = sample(student, text, 4, 4.0, seed=0).samples
     assert torch.allclose(ours, high, atol=1e-4), (ours - high).abs().max()
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4])
+def test_consistency_sampling_is_the_stock_pipeline_with_lcm_scheduler(tiny_sd, steps):
+    """A consistency student (w-conditioned UNet) sampled by gdistill's consistency sampler gives the
+    latents of StableDiffusionPipeline with diffusers' LCMScheduler (50-step solver grid, LCM's
+    boundary scalings, fresh noise from the same generator between steps)."""
+    from diffusers import LCMScheduler
+
+    pipe = load_sd_pipeline(str(tiny_sd))
+    pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config, original_inference_steps=50)
+    student = make_student(LatentUNetDenoiser.from_pipeline(pipe)).eval()
+    torch.manual_seed(2)
+    torch.nn.init.normal_(student.unet.time_embedding.cond_proj.weight, std=0.5)  # as if trained: w matters
+    pipe.unet = student.unet
+    text = prompt_embeddings(pipe, ["a red fox"])
+    theirs = pipe(prompt_embeds=text, num_inference_steps=steps, guidance_scale=3.0, output_type="latent",
+                  generator=torch.Generator().manual_seed(5)).images
+    ours = sample(student, text, steps, 2.0, "consistency", seed=5, solver_steps=50).samples
+    assert torch.allclose(ours, theirs, atol=1e-4), (ours - theirs).abs().max()

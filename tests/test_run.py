@@ -4,9 +4,9 @@ import torch
 import yaml
 
 from gdistill.errors import GdistillError
+from gdistill.files import prepare_output, work_dir_for
 from gdistill.models import build_denoiser
-from gdistill.run import (MANIFEST, WEIGHTS, commit_run, load_model, prepare_output, read_manifest,
-                          resolve_run, work_dir_for)
+from gdistill.run_folder import MANIFEST, WEIGHTS, commit_run, load_model, read_manifest, resolve_run
 
 CONFIG = {"kind": "toy-mlp", "dim": 2, "num_classes": 4, "hidden": 16, "depth": 1,
           "schedule": {"name": "cosine"}, "parameterization": "v"}

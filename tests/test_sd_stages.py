@@ -14,8 +14,9 @@ from gdistill.data.captions import CaptionDataset
 from gdistill.data.latents import LatentCaptionData
 from gdistill.diffusion import alpha_sigma_like, diffuse, weighted_x_loss
 from gdistill.models import guided_predict_x, make_student
-from gdistill.models.latent import SDEncoders, pipeline_record
-from gdistill.run import load_model, read_manifest
+from gdistill.models.sd_encoders import SDEncoders
+from gdistill.models.sd_pipeline import pipeline_record
+from gdistill.run_folder import load_model, read_manifest
 from gdistill.stages.common import training_data
 from gdistill.tasks.sample import sample
 from tests.conftest import run_cli
@@ -114,6 +115,37 @@ def test_sample_with_prompts_then_export_reloads_in_diffusers_with_the_same_imag
     assert code == 0 and "distilled for 2 steps; sampling with 3" in err
 
 
+def test_consistency_student_samples_and_exports_with_lcm_scheduler(sd, tmp_path, cli):
+    """`gdistill consistency` on the tiny SD teacher (with LoRA) and from its Stage-1 run: the student
+    samples in any step count, and its export (LCMScheduler) gives gdistill's image in the stock pipeline."""
+    from diffusers import LCMScheduler, StableDiffusionPipeline
+
+    code, _, err = cli("consistency", "--teacher", sd["teacher"], "--data", sd["captions"], "--resolution", RESOLUTION,
+                       "--w-max", 4, "--lora-rank", 4, "--train-steps", 20, "--batch-size", 8, "--lr", 1e-3,
+                       "--cache", sd["cache"], "--out", tmp_path / "cd")
+    assert code == 0, err
+    _, manifest, _ = load_model(tmp_path / "cd")
+    assert manifest["kind"] == "consistency" and manifest["pipeline"]["source"] and manifest["w_range"] == [0.0, 4.0]
+    for steps in (1, 3):
+        code, _, err = cli("sample", "--from", tmp_path / "cd", "--steps", steps, "--w", 3.5, "--prompt", "a red fox",
+                           "--seed", 11, "--out", tmp_path / f"fox{steps}.png")
+        assert code == 0 and f"{steps} steps, {steps} network calls" in err, err
+    code, _, err = cli("export", tmp_path / "cd", "--out", tmp_path / "cd-pipe")
+    assert code == 0, err
+    assert "LCMScheduler" in (tmp_path / "cd-pipe" / "README.md").read_text()
+    pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "cd-pipe")
+    assert isinstance(pipe.scheduler, LCMScheduler)
+    image = pipe("a red fox", num_inference_steps=3, guidance_scale=4.5, generator=torch.Generator().manual_seed(11)).images[0]
+    assert np.array_equal(np.asarray(image), np.asarray(Image.open(tmp_path / "fox3.png")))
+    # from the Stage-1 run: one call a solver step, its w range kept, lineage teacher -> stage1 -> consistency
+    code, _, err = cli("consistency", "--teacher", sd["root"] / "stage1", "--train-steps", 5, "--batch-size", 8,
+                       "--cache", sd["cache"], "--out", tmp_path / "cd1")
+    assert code == 0, err
+    _, manifest, _ = load_model(tmp_path / "cd1")
+    assert [e["kind"] for e in manifest["lineage"]] == ["teacher", "stage1"]
+    assert manifest["teacher"] == read_manifest(sd["root"] / "stage1")["teacher"] and manifest["w_range"] == [0.0, 4.0]
+
+
 def test_latent_cache_gives_the_same_batches_and_recovers_from_damage(sd, tmp_path):
     def data(cache=None, resolution=RESOLUTION):
         return LatentCaptionData(CaptionDataset(str(sd["captions"]), resolution),
@@ -178,7 +210,7 @@ def test_negative_prompt_replaces_the_unconditional_branch(sd, tmp_path, cli):
     bakes its negative prompt in at Stage 1 and refuses one at sampling time."""
     from diffusers import DDIMScheduler
 
-    from gdistill.models.latent import load_sd_pipeline
+    from gdistill.models.sd_pipeline import load_sd_pipeline
     from gdistill.tasks.sample import sample_prompts
 
     teacher, manifest, _ = load_model(sd["teacher"])

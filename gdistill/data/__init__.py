@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from ..errors import GdistillError
+from ..images import IMAGE_SUFFIXES, read_images
 
 BUILTIN_DATASETS = ("toy2d", "digits")  # in the package; fashion-mnist is read from disk
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 
 class Dataset:
@@ -147,25 +147,6 @@ def idx_folder(spec: dict) -> TensorDataset:
     num_classes = int(labels.max()) + 1
     names = FASHION_MNIST_CLASSES if name == "fashion-mnist" else [str(k) for k in range(num_classes)]
     return TensorDataset(dict(spec), x, labels, names, (-1.0, 1.0))
-
-
-def read_images(files: list[Path], size: tuple[int, int], mode: str | None = None) -> torch.Tensor:
-    """Image files -> (n, c, height, width) in [-1, 1], resized (bicubic) to size = (height, width).
-    mode "L" (grey, c = 1) or "RGB" (c = 3); None picks grey when every image is grey."""
-    from PIL import Image, UnidentifiedImageError
-
-    images = []
-    for f in files:
-        try:
-            with Image.open(f) as image:  # closes the file: a big folder must not exhaust file handles
-                images.append(image.copy())
-        except (UnidentifiedImageError, OSError) as e:
-            raise GdistillError(f"cannot read image {f}: {e}; remove or replace it") from None
-    mode = mode or ("L" if all(im.mode in ("L", "1", "I", "I;16") for im in images) else "RGB")
-    height, width = size
-    arrays = [np.asarray(im.convert(mode).resize((width, height), Image.BICUBIC), dtype=np.float32) for im in images]
-    x = torch.tensor(np.stack(arrays)) / 127.5 - 1.0
-    return (x.unsqueeze(1) if mode == "L" else x.permute(0, 3, 1, 2)).contiguous()
 
 
 def class_folder(path: str | Path, image_size: int = 32) -> TensorDataset:

@@ -13,37 +13,17 @@ from a seeded generator; shards stream through a seeded shuffle buffer.
 from __future__ import annotations
 
 import csv
-import io
 import json
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import torch
 
 from ..errors import GdistillError
-from . import IMAGE_SUFFIXES
+from ..images import IMAGE_SUFFIXES, read_centre_crop
 
 SHARD_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 TABLE_SUFFIXES = (".jsonl", ".csv")
-
-
-def load_caption_image(source, resolution: int) -> torch.Tensor:
-    """A path or bytes -> (3, resolution, resolution) in [-1, 1]: shorter side resized, centre crop."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-            image = image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
-        raise GdistillError(f"cannot read image {source if not isinstance(source, bytes) else '(from a shard)'}: {e}") from None
-    w, h = image.size
-    scale = resolution / min(w, h)
-    image = image.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))), Image.BICUBIC)
-    w, h = image.size
-    left, top = (w - resolution) // 2, (h - resolution) // 2
-    image = image.crop((left, top, left + resolution, top + resolution))
-    return torch.tensor(np.asarray(image, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1.0
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -120,7 +100,7 @@ class CaptionDataset:
         """Every pair once, in order."""
         source = self.pairs if self.pairs is not None else shard_pairs(self.source)
         for image, caption in source:
-            yield load_caption_image(image, self.resolution), caption
+            yield read_centre_crop(image, self.resolution), caption
 
     def draw(self, size: int, generator: torch.Generator) -> list[tuple[bytes, str]]:
         """`size` pairs (encoded image bytes, caption), drawn at random from the seeded generator."""
@@ -131,7 +111,7 @@ class CaptionDataset:
 
     def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
         chosen = self.draw(size, generator)
-        images = torch.stack([load_caption_image(image, self.resolution) for image, _ in chosen])
+        images = torch.stack([read_centre_crop(image, self.resolution) for image, _ in chosen])
         return images, [caption for _, caption in chosen]
 
     def _next_streamed(self, generator: torch.Generator):

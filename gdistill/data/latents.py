@@ -18,12 +18,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..errors import GdistillError
-from ..run import save_safetensors_atomic
+from ..files import save_safetensors_atomic
 from . import Dataset
-from .captions import CaptionDataset, load_caption_image
+from ..images import read_centre_crop
+from .captions import CaptionDataset
 
 if TYPE_CHECKING:
-    from ..models.latent import SDEncoders
+    from ..models.sd_encoders import SDEncoders
 
 
 class LatentCaptionData(Dataset):
@@ -63,7 +64,7 @@ class LatentCaptionData(Dataset):
         entries: list[dict | None] = [self._cached(pair) for pair in pairs]
         todo = [i for i, entry in enumerate(entries) if entry is None]
         if todo:
-            images = torch.stack([load_caption_image(pairs[i][0], self.captions.resolution) for i in todo])
+            images = torch.stack([read_centre_crop(pairs[i][0], self.captions.resolution) for i in todo])
             latents = self.encoders.encode_images(images)
             texts = self.encoders.encode_prompts([pairs[i][1] for i in todo])
             for j, i in enumerate(todo):
@@ -117,5 +118,5 @@ class InpaintingCaptionData(LatentCaptionData):
         masks = training_masks(size, self.captions.resolution, self.captions.resolution, generator)[share]
         pairs = pairs[share]
         latents, texts = self.encode_pairs(pairs)
-        images = torch.stack([load_caption_image(image, self.captions.resolution) for image, _ in pairs])
+        images = torch.stack([read_centre_crop(image, self.captions.resolution) for image, _ in pairs])
         return latents, self.encoders.inpaint_condition(texts, images, masks).float()

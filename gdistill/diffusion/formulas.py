@@ -1,6 +1,7 @@
 """The paper's formulas as pure functions over tensors (no models, no files).
 
-Notation (ALGORITHM.md): z_t = a_t x + s_t e, a_t^2 + s_t^2 = 1. Per-example times t have shape (B,);
+Notation (Salimans & Ho 2022, "Progressive Distillation"; Meng et al. 2023, "On Distillation of
+Guided Diffusion Models"): z_t = a_t x + s_t e, a_t^2 + s_t^2 = 1. Per-example times t have shape (B,);
 they broadcast over the remaining dimensions of z.
 """
 from __future__ import annotations
@@ -141,6 +142,47 @@ def halving_target_t(schedule: Schedule, teacher: PredictX, z_t, t, step: float)
 
 
 # --- loss -------------------------------------------------------------------------------------
+# --- consistency distillation (Song et al. 2023; LCM, Luo et al. 2023) -------------------------
+CONSISTENCY_SIGMA_DATA = 0.5  # LCM's constants (diffusers' LCMScheduler): sigma_data, timestep scaling
+CONSISTENCY_TIME_SCALING = 10.0
+
+
+def consistency_scalings(model_time: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """LCM's boundary condition on the network's time input tau (schedule.model_time: 1000 t, or SD's
+    step index), u = 10 tau: c_skip = 0.25 / (u^2 + 0.25), c_out = u / sqrt(u^2 + 0.25), so that
+    c_skip = 1 and c_out = 0 at tau = 0. The same numbers as diffusers' LCMScheduler."""
+    u = model_time.double() * CONSISTENCY_TIME_SCALING
+    d2 = CONSISTENCY_SIGMA_DATA ** 2
+    return d2 / (u ** 2 + d2), u / (u ** 2 + d2).sqrt()
+
+
+def consistency_output(schedule: Schedule, z_t, x, t):
+    """The consistency function f(z_t, t) = c_skip(t) z_t + c_out(t) x(z_t, t): f(z_0, 0) = z_0 exactly."""
+    c_skip, c_out = consistency_scalings(schedule.model_time(t))
+    return broadcast(c_skip.to(z_t.dtype), z_t) * z_t + broadcast(c_out.to(z_t.dtype), z_t) * x
+
+
+def consistency_step(schedule: Schedule, z_t, x, t, s, noise):
+    """Multistep consistency sampling: z_s = a_s f(z_t, t) + s_s n with fresh noise n; at s = 0, f."""
+    return diffuse(consistency_output(schedule, z_t, x, t), noise, *alpha_sigma_like(schedule, s, z_t))
+
+
+def pseudo_huber_loss(prediction, target, c: float):
+    """Mean over the batch of sqrt(|a - b|^2 + c^2) - c per example (|.| over all dimensions); c = 0
+    is the plain distance. Song & Dhariwal 2023 take c = 0.00054 sqrt(dimensions)."""
+    squared = (prediction - target).pow(2).flatten(1).sum(1)
+    return ((squared + c * c).sqrt() - c).mean()
+
+
+def consistency_grid(steps: int, solver_steps: int) -> list[float]:
+    """The start times of `steps`-step consistency sampling on a `solver_steps` grid (t = i / solver_steps),
+    evenly spaced from t = 1 as diffusers' LCMScheduler picks them: index floor(k L / N) of the grid
+    read from t = 1 down, k = 0 .. N - 1 (N = steps, L = solver_steps)."""
+    if not 1 <= steps <= solver_steps:
+        raise ValueError(f"consistency sampling takes 1 to {solver_steps} steps on its {solver_steps}-step grid, got {steps}")
+    return [(solver_steps - k * solver_steps // steps) / solver_steps for k in range(steps)]
+
+
 def loss_weight(log_snr: torch.Tensor, weighting: str) -> torch.Tensor:
     """Weight on ||x - x*||^2. snr-trunc: max(1, SNR) = max(||x-x*||^2, ||e-e*||^2);
     v-mse: 1 + SNR = ||v-v*||^2; snr: SNR = ||e-e*||^2; x-mse: 1."""

@@ -52,7 +52,7 @@ class CosineSchedule(Schedule):
     def alpha_sigma(self, t):
         angle = self._a * t.double() + self._b
         a, s = torch.cos(angle), torch.sin(angle)
-        # t = 0 is the data itself: the last sampling step returns x (ALGORITHM.md, DDIM at s = 0).
+        # t = 0 is the data itself: the last sampling step returns x (formulas.ddim_step at s = 0).
         clean = t <= 0
         a = torch.where(clean, torch.ones_like(a), a)
         s = torch.where(clean, torch.zeros_like(s), s)

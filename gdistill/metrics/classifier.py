@@ -18,7 +18,7 @@ from safetensors import safe_open
 from torch import nn
 
 from ..errors import GdistillError
-from ..run import sha256_file
+from ..files import sha256_file
 
 
 class ShippedClassifier:

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from ..errors import GdistillError
+from ..images import to_pil, to_uint8_images
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
 
@@ -31,14 +32,9 @@ class ClipScorer:
     @torch.no_grad()
     def scores(self, samples: torch.Tensor, prompts: list[str], batch: int = 64) -> torch.Tensor:
         """Per-pair CLIP scores of samples (n, c, h, w) in [-1, 1] against prompts (n strings)."""
-        from PIL import Image
-
-        from ..tasks.sample import to_uint8_images
-
         out = []
         for start in range(0, len(samples), batch):
-            images = [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).convert("RGB")
-                      for a in to_uint8_images(samples[start:start + batch])]
+            images = [to_pil(a).convert("RGB") for a in to_uint8_images(samples[start:start + batch])]
             inputs = self.processor(text=prompts[start:start + batch], images=images, return_tensors="pt",
                                     padding=True, truncation=True).to(self.device)
             image = _embedding(self.model.get_image_features(pixel_values=inputs["pixel_values"]))

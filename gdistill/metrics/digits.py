@@ -15,7 +15,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..run import builtin_path, save_safetensors_atomic
+from ..files import save_safetensors_atomic
+
+from ..run_folder import builtin_path
 from .classifier import ShippedClassifier, fit_classifier
 from .frechet import frechet_distance_of
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..errors import GdistillError
+from ..images import to_uint8
 from .reference import ReferenceSet
 
 INCEPTION_WEIGHTS_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
@@ -57,7 +58,7 @@ class Uint8Images(torch.utils.data.Dataset):
     """Samples in [-1, 1] as the uint8 (3, H, W) tensors torch-fidelity reads (grey repeated to RGB)."""
 
     def __init__(self, samples: torch.Tensor):
-        self.images = ((samples.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        self.images = to_uint8(samples)
         if self.images.shape[1] == 1:
             self.images = self.images.repeat(1, 3, 1, 1)
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from ..errors import GdistillError
+from ..images import to_uint8
 
 FEATURES = 2048
 INPUT_SIZE = 299
@@ -51,7 +52,7 @@ def tf1_bilinear_resize(x: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor
 def inception_input(samples: torch.Tensor) -> torch.Tensor:
     """Samples in [-1, 1], (n, 1 or 3, h, w) -> the network's input: uint8 levels, RGB, 299 x 299,
     (x - 128) / 128."""
-    levels = ((samples.float().clamp(-1, 1) + 1) * 127.5).round()
+    levels = to_uint8(samples).float()
     if levels.shape[1] == 1:
         levels = levels.repeat(1, 3, 1, 1)
     if levels.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):

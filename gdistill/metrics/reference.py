@@ -17,9 +17,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from ..data import IMAGE_SUFFIXES, Toy2D, dataset_spec, digits, idx_folder, is_idx_folder, read_images
+from ..data import Toy2D, dataset_spec, digits, idx_folder, is_idx_folder
 from ..errors import GdistillError
-from ..run import save_safetensors_atomic, sha256_file
+from ..files import save_safetensors_atomic, sha256_file
+from ..images import IMAGE_SUFFIXES, read_images
 
 BUILTIN_REFERENCES = ("digits", "toy2d")
 TOY2D_REFERENCE_SIZE = 10_000

@@ -1,8 +1,6 @@
-"""Stable-Diffusion-family teachers and their w-conditioned students, through diffusers.
-
-Resolving `--teacher` to a diffusers pipeline without surprises offline, the Denoiser adapter, the
-frozen VAE and text encoder (`SDEncoders`), and LoRA for the student. The student is the teacher's
-`UNet2DConditionModel` rebuilt with `time_cond_proj_dim` (diffusers' own hook: a linear map of the
+"""The Denoiser adapter of Stable-Diffusion-family UNets, their inpainting condition, and LoRA for
+the student (the pipeline is resolved in sd_pipeline.py; the VAE and text encoder are
+sd_encoders.SDEncoders). The student is the teacher's `UNet2DConditionModel` rebuilt with `time_cond_proj_dim` (diffusers' own hook: a linear map of the
 guidance embedding added to the timestep features) and that projection zero-initialised, so a fresh
 student equals the teacher's conditional UNet. w is embedded with the very function the stock
 StableDiffusionPipeline applies when its UNet has `time_cond_proj_dim` (with w = guidance_scale - 1,
@@ -11,21 +9,13 @@ and no classifier-free guidance pass), so an exported student samples in plain d
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
-import json
-from pathlib import Path
 
 import torch
 
 from ..errors import GdistillError
 from .base import Denoiser
 
-# The maintained copies of the SD 1.5 weights on the Hugging Face hub.
-SD_TEACHERS = {"sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
-               "sd15-inpaint": "stable-diffusion-v1-5/stable-diffusion-inpainting"}
 GUIDANCE_EMBEDDING_DIM = 256  # as diffusers' LCM-distilled SD 1.5 UNets
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]  # the attention projections, as diffusers' LoRA scripts
 
 
@@ -36,95 +26,6 @@ def guidance_scale_embedding(w: torch.Tensor, dim: int = GUIDANCE_EMBEDDING_DIM)
     from diffusers import StableDiffusionPipeline
 
     return StableDiffusionPipeline.get_guidance_scale_embedding(None, w.float().flatten().cpu(), embedding_dim=dim)
-
-
-def is_pipeline_teacher(arg) -> bool:
-    """Whether --teacher / --from names a diffusers pipeline (not a gdistill run)."""
-    path = Path(str(arg))
-    if str(arg) in SD_TEACHERS and not path.exists():
-        return True
-    if path.is_dir():
-        return (path / "model_index.json").is_file() and not (path / "manifest.yaml").is_file()
-    return path.suffix in SINGLE_FILE_SUFFIXES
-
-
-def pipeline_record(teacher: str, revision: str | None = None, variant: str | None = None) -> dict:
-    """How runs name their diffusers teacher (the manifest's `pipeline`): enough to load it again
-    for its VAE, text encoder and tokenizer (halve, sample, export)."""
-    path = Path(teacher)
-    source = teacher if teacher in SD_TEACHERS and not path.exists() else str(path.resolve())
-    return {"source": source, "revision": revision, "variant": variant}
-
-
-def load_sd_pipeline(teacher: str, revision: str | None = None, variant: str | None = None,
-                     torch_dtype: torch.dtype | None = None):
-    """A diffusers pipeline for --teacher: `sd15` / `sd15-inpaint` (the hub), a diffusers folder,
-    or a single-file checkpoint (.safetensors / .ckpt)."""
-    from diffusers import DiffusionPipeline, StableDiffusionPipeline
-
-    path = Path(teacher)
-    kwargs = {k: v for k, v in (("revision", revision), ("variant", variant), ("torch_dtype", torch_dtype)) if v is not None}
-    if teacher in SD_TEACHERS and not path.exists():
-        repo = SD_TEACHERS[teacher]
-        try:
-            return DiffusionPipeline.from_pretrained(repo, safety_checker=None, **kwargs)
-        except (OSError, ValueError) as e:
-            raise GdistillError(
-                f"cannot load --teacher {teacher} ({repo}) from the Hugging Face hub ({_first_line(e)}): offline "
-                f"or uncached, download it where there is internet (`hf download {repo} --local-dir DIR`) "
-                "and pass --teacher DIR, or pass a single .safetensors checkpoint") from None
-    if path.is_dir():
-        if not (path / "model_index.json").is_file():
-            raise GdistillError(f"--teacher {path} is not a diffusers pipeline folder (model_index.json is missing): "
-                                f"pass such a folder, a single checkpoint file, or one of {', '.join(SD_TEACHERS)}")
-        try:
-            return DiffusionPipeline.from_pretrained(str(path), safety_checker=None, **kwargs)
-        except (OSError, ValueError) as e:
-            raise GdistillError(f"cannot load the pipeline folder {path}: {_first_line(e)}") from None
-    if path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES:
-        try:
-            return StableDiffusionPipeline.from_single_file(str(path), **kwargs)
-        except (OSError, ValueError) as e:
-            raise GdistillError(f"cannot load the checkpoint {path} ({_first_line(e)}): offline, single-file loading "
-                                "needs the model's config cached; use a diffusers folder instead") from None
-    raise GdistillError(f"--teacher {teacher} does not exist: pass {', '.join(SD_TEACHERS)}, a diffusers pipeline "
-                        f"folder or a single checkpoint file ({', '.join(SINGLE_FILE_SUFFIXES)})")
-
-
-@functools.lru_cache(maxsize=1)
-def _cached_pipeline(source: str, revision: str | None, variant: str | None):
-    # One pipeline per process: the teacher's UNet and the encoders come from the same load.
-    return load_sd_pipeline(source, revision, variant)
-
-
-def pipeline_for(record: dict):
-    """The diffusers pipeline a run's `pipeline` record names (loaded once per process)."""
-    return _cached_pipeline(record["source"], record.get("revision"), record.get("variant"))
-
-
-def load_pipeline_teacher(teacher: str, revision: str | None = None, variant: str | None = None):
-    """(teacher Denoiser, manifest, source) for a diffusers teacher, shaped like load_model's answer
-    for a run: the manifest names the pipeline instead of holding weights."""
-    record = pipeline_record(teacher, revision, variant)
-    pipe = pipeline_for(record)
-    latent = pipe.vae.config.latent_channels
-    if pipe.unet.config.in_channels not in (latent, 2 * latent + 1):
-        raise GdistillError(f"--teacher {teacher}'s UNet takes {pipe.unet.config.in_channels} input channels, its "
-                            f"VAE makes {latent}: gdistill distills text-to-image ({latent}) and inpainting "
-                            f"({2 * latent + 1}: latents, mask, masked-image latents) UNets")
-    model = LatentUNetDenoiser.from_pipeline(pipe).eval().requires_grad_(False)
-    # Runs name their parent by the weights' sha256; a pipeline is named by its record instead
-    # (hashing gigabytes of weights on every start would cost more than it tells).
-    identity = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
-    manifest = {"kind": "teacher", "steps": None, "w_range": None, "dataset": None, "pipeline": record,
-                "model": model.config, "parameterization": model.parameterization,
-                "files": {"model.safetensors": identity}, "lineage": []}
-    return model, manifest, record["source"]
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else error.__class__.__name__
 
 
 def pack_inpaint_condition(text: torch.Tensor, mask: torch.Tensor, masked_latents: torch.Tensor) -> torch.Tensor:
@@ -140,72 +41,6 @@ def unpack_inpaint_condition(condition: torch.Tensor, text_shape: tuple[int, int
     n = text_shape[0] * text_shape[1]
     text = condition[:, :n].reshape(len(condition), *text_shape)
     return text, condition[:, n:].reshape(len(condition), -1, *latent_hw)
-
-
-class SDEncoders:
-    """The teacher pipeline's frozen VAE and text encoder: prompts -> text embeddings, images in
-    [-1, 1] -> latents (the posterior's mean times the VAE's scaling factor: deterministic, so it
-    can be cached), latents -> images. Half precision on a GPU."""
-
-    def __init__(self, record: dict):
-        self.record = record
-        self.pipe = pipeline_for(record)
-        self.pipe.vae.requires_grad_(False).eval()
-        self.pipe.text_encoder.requires_grad_(False).eval()
-        self.device = torch.device("cpu")
-
-    @property
-    def latent_channels(self) -> int:
-        return self.pipe.vae.config.latent_channels
-
-    @property
-    def scale_factor(self) -> int:
-        return self.pipe.vae_scale_factor
-
-    def to(self, device) -> SDEncoders:
-        device = torch.device(device)
-        dtype = torch.float16 if device.type == "cuda" else torch.float32
-        if device != self.device:
-            self.pipe.vae.to(device, dtype)
-            self.pipe.text_encoder.to(device, dtype)
-            self.device = device
-        return self
-
-    def fingerprint(self) -> str:
-        """Identifies the encoders' weights (for the latent cache): a few tensors' bytes."""
-        h = hashlib.sha256(json.dumps(self.record, sort_keys=True).encode())
-        for module in (self.pipe.vae, self.pipe.text_encoder):
-            params = list(module.parameters())
-            for tensor in (params[0], params[len(params) // 2], params[-1]):
-                h.update(tensor.detach().flatten()[:1 << 16].float().cpu().numpy().tobytes())
-        return h.hexdigest()[:16]
-
-    @torch.no_grad()
-    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        return self.pipe.encode_prompt(list(prompts), self.device, 1, False)[0].float()
-
-    @torch.no_grad()
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        vae = self.pipe.vae
-        posterior = vae.encode(images.to(self.device, vae.dtype)).latent_dist
-        return (posterior.mean * vae.config.scaling_factor).float()
-
-    @torch.no_grad()
-    def inpaint_condition(self, texts: torch.Tensor, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """An inpainting UNet's condition, prepared as diffusers' inpainting pipeline does: the mask
-        (1 = repaint) resized (nearest) to the latents, and the latents of the image with the
-        masked region blanked (image * (mask < 0.5), here at 0 = mid grey), packed with the text."""
-        masked_latents = self.encode_images(images * (masks < 0.5))
-        small = torch.nn.functional.interpolate(masks.float(), size=masked_latents.shape[-2:])
-        return pack_inpaint_condition(texts.to(self.device), small.to(self.device), masked_latents)
-
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Images in [-1, 1], (n, 3, H, W), on the CPU."""
-        vae = self.pipe.vae
-        out = [vae.decode((z.to(self.device, vae.dtype) / vae.config.scaling_factor)).sample.float().cpu()
-               for z in latents.split(8)]
-        return torch.cat(out).clamp(-1, 1)
 
 
 class LatentUNetDenoiser(Denoiser):

@@ -8,8 +8,9 @@ import torch
 from ..config import settings_dict
 from ..data import Dataset, load_dataset
 from ..errors import GdistillError
+from ..files import prepare_output, work_dir_for
 from ..models import Denoiser
-from ..run import RAW_WEIGHTS, WEIGHTS, commit_run, prepare_output, work_dir_for
+from ..run_folder import RAW_WEIGHTS, WEIGHTS, commit_run, is_text_run
 from ..train import LoopSettings, LossFn, process_state, train
 
 
@@ -18,13 +19,13 @@ def training_data(data: str | None, manifest: dict, cache: str | None = None,
     """What a stage trains on: --data, else the data recorded in the (teacher's) manifest. Runs of
     a diffusers teacher (manifest `pipeline`) train on image-caption pairs encoded by that
     pipeline's frozen VAE and text encoder."""
-    if not manifest.get("pipeline"):
+    if not is_text_run(manifest):
         if cache:
             raise GdistillError("--cache holds VAE latents and text embeddings for SD-family teachers; leave it out here")
         return load_dataset(data) if data else load_dataset(manifest["dataset"])
     from ..data.captions import CaptionDataset
     from ..data.latents import InpaintingCaptionData, LatentCaptionData
-    from ..models.latent import SDEncoders
+    from ..models.sd_encoders import SDEncoders
 
     recorded = manifest.get("dataset") or {}
     source = data or recorded.get("path")
@@ -74,7 +75,7 @@ def draw_t(schedule, batch: int, generator: torch.Generator) -> torch.Tensor:
     return schedule.sample_t(batch, generator)[process_share(batch)]
 
 
-def micro_batch(config) -> int:
+def micro_batch_size(config) -> int:
     """Examples per loss evaluation (all processes together): the global batch over the
     gradient-accumulation steps."""
     return config.batch_size // config.gradient_accumulation

@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 
 from ..config import HalveConfig, apply_preset
-from ..diffusion import alpha_sigma_like, diffuse, halving_target_t, weighted_x_loss
 from ..errors import GdistillError
-from ..models import denoise_fn, make_student
-from ..run import MANIFEST, lineage, load_model, parent_record, read_manifest
-from .common import draw_batch, draw_w, micro_batch, prepare_student, process_share, train_and_commit, training_data
+from ..models import make_student
+from ..run_folder import MANIFEST, is_text_run, lineage, load_model, parent_record, read_manifest
+from .common import prepare_student, train_and_commit, training_data
+from .objectives import StepHalving
 
 
 def halve(config: HalveConfig) -> list[Path]:
@@ -52,37 +52,18 @@ def halve(config: HalveConfig) -> list[Path]:
             round_config = dataclasses.replace(config, seed=config.seed + round_no - 1)
             torch.manual_seed(round_config.seed)
             student = prepare_student(make_student(teacher), round_config)
-            loss_fn = halving_loss(teacher, data, round_config, steps, w_min, w_max)
+            objective = StepHalving(data, teacher, round_config, w_min, w_max, steps)
             round_manifest = {
                 "kind": "round", "round": round_no, "steps": steps, "teacher_steps": 2 * steps,
                 "w_range": [w_min, w_max], "dataset": data.spec,
                 "class_names": manifest.get("class_names"), "data_range": manifest.get("data_range"),
                 "teacher": manifest.get("teacher"), "parent": parent, "lineage": lineage(manifest)}
-            if manifest.get("pipeline"):
+            if is_text_run(manifest):
                 round_manifest.update(pipeline=manifest["pipeline"], negative_prompt=manifest.get("negative_prompt"))
-            train_and_commit(student, loss_fn, round_config, out, round_manifest,
+            train_and_commit(student, objective, round_config, out, round_manifest,
                              f"halve round {round_no}: {2 * steps} -> {steps} steps",
                              lr_decay=True, parent_sha=parent["sha256"])
         written.append(out)
         teacher, manifest, teacher_run = load_model(out)
     return written
 
-
-def halving_loss(teacher, data, config, steps: int, w_min: float, w_max: float):
-    schedule = teacher.schedule
-
-    def loss_fn(net, generator, device):
-        teacher.as_frozen_teacher(device)
-        batch = micro_batch(config)
-        x, labels, eps = draw_batch(data, batch, generator, device)
-        w = draw_w(batch, w_min, w_max, generator, config.w_end_fraction).to(device)
-        i = torch.randint(1, steps + 1, (batch,), generator=generator)[process_share(batch)]
-        t = (i.float() / steps).to(device)  # t = i / N
-        a, s = alpha_sigma_like(schedule, t, x)
-        z = diffuse(x, eps, a, s)
-        with torch.no_grad():
-            target = halving_target_t(schedule, denoise_fn(teacher, labels, w), z, t, 1.0 / steps)
-        loss = weighted_x_loss(net(z, t, labels, w), target, schedule.log_snr(t), config.weighting)
-        return loss, {"halve_loss": loss.item()}
-
-    return loss_fn

@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 
 from ..config import MatchConfig, apply_preset
-from ..diffusion import alpha_sigma_like, diffuse, weighted_x_loss
 from ..errors import GdistillError
-from ..models import guided_predict_x, make_student
-from ..run import lineage, load_model, parent_record
-from .common import draw_batch, draw_t, draw_w, micro_batch, prepare_student, train_and_commit, training_data
+from ..models import make_student
+from ..run_folder import lineage, load_model, parent_record
+from .common import prepare_student, train_and_commit, training_data
+from .objectives import GuidanceMatching
 
 
 def match(config: MatchConfig) -> Path:
@@ -37,20 +37,7 @@ def match(config: MatchConfig) -> Path:
     # A negative prompt's embedding stands in for the empty prompt as the teacher's unconditional
     # input, so the student learns (1 + w) x(c) - w x(negative) (docs/latent.md).
     negative = data.encoders.encode_prompts([config.negative_prompt])[0].cpu() if config.negative_prompt else None
-    schedule = teacher.schedule
-
-    def loss_fn(net, generator, device):
-        teacher.as_frozen_teacher(device)
-        batch = micro_batch(config)
-        x, labels, eps = draw_batch(data, batch, generator, device)
-        w = draw_w(batch, config.w_min, config.w_max, generator, config.w_end_fraction).to(device)
-        t = draw_t(schedule, batch, generator).to(device)
-        a, s = alpha_sigma_like(schedule, t, x)
-        z = diffuse(x, eps, a, s)
-        with torch.no_grad():
-            target = guided_predict_x(teacher, z, t, labels, w)
-        loss = weighted_x_loss(net(z, t, labels, w), target, schedule.log_snr(t), config.weighting)
-        return loss, {"match_loss": loss.item()}
+    objective = GuidanceMatching(data, teacher, config, config.w_min, config.w_max)
 
     manifest = {"kind": "stage1", "steps": None, "w_range": [config.w_min, config.w_max],
                 "dataset": data.spec, "class_names": teacher_manifest.get("class_names"),
@@ -60,5 +47,5 @@ def match(config: MatchConfig) -> Path:
     if pipeline:
         manifest.update(pipeline=pipeline, negative_prompt=config.negative_prompt)
     with teacher.unconditional(negative) if negative is not None else contextlib.nullcontext():
-        return train_and_commit(student, loss_fn, config, Path(config.out), manifest, "match (stage 1)",
+        return train_and_commit(student, objective, config, Path(config.out), manifest, "match (stage 1)",
                                 parent_sha=manifest["parent"]["sha256"])

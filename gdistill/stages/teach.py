@@ -7,10 +7,10 @@ import torch
 
 from ..config import TeachConfig, apply_preset, unet_widths
 from ..data import Toy2D, load_dataset
-from ..diffusion import alpha_sigma_like, diffuse, weighted_x_loss
 from ..errors import GdistillError
 from ..models import build_denoiser
-from .common import draw_batch, draw_t, micro_batch, process_share, train_and_commit
+from .common import train_and_commit
+from .objectives import TeacherObjective
 
 
 def teacher_model_config(data, parameterization: str, widths: list[int] | None = None) -> dict:
@@ -36,19 +36,8 @@ def teach(config: TeachConfig) -> Path:
     config = apply_preset(config, model_config["kind"], "teach")
     torch.manual_seed(config.seed)  # the model's initial weights
     model = build_denoiser(model_config)
-    schedule, null = model.schedule, model.null_label
-
-    def loss_fn(net, generator, device):
-        batch = micro_batch(config)
-        x, labels, eps = draw_batch(data, batch, generator, device)
-        drop = torch.rand(batch, generator=generator)[process_share(batch)].to(device) < config.p_uncond
-        labels = torch.where(drop, torch.full_like(labels, null), labels)
-        t = draw_t(schedule, batch, generator).to(device)
-        a, s = alpha_sigma_like(schedule, t, x)
-        loss = weighted_x_loss(net(diffuse(x, eps, a, s), t, labels), x, schedule.log_snr(t), config.weighting)
-        return loss, {"x_loss": loss.item()}
-
+    objective = TeacherObjective(data, model.schedule, config, model.null_label)
     manifest = {"kind": "teacher", "steps": None, "w_range": None, "dataset": data.spec,
                 "class_names": data.class_names, "data_range": data.data_range, "parent": None,
                 "lineage": []}
-    return train_and_commit(model, loss_fn, config, Path(config.out), manifest, f"teach {data.spec['name']}")
+    return train_and_commit(model, objective, config, Path(config.out), manifest, f"teach {data.spec['name']}")

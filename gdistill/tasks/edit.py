@@ -30,12 +30,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..data import IMAGE_SUFFIXES
 from ..diffusion import snap_strength
 from ..errors import GdistillError
+from ..files import check_writable, prepare_output, publish_dir
+from ..images import IMAGE_SUFFIXES, open_image, read_image, to_pil, to_uint8_images
 from ..models import Denoiser
-from ..run import check_writable, prepare_output, publish_dir
-from .sample import Guide, SampleResult, sample, to_uint8_images
+from ..run_folder import data_range_of, is_text_run
+from .sample import InputImage, SampleResult, sample
 
 
 @dataclass
@@ -71,33 +72,11 @@ def collect_inputs(image: str | Path, mask: str | Path | None = None) -> list[Ed
     return [EditInput(f.stem, f, masks[f.stem]) for f in files]
 
 
-def read_image(path: Path, channels: int) -> torch.Tensor:
-    """(channels, H, W) in [-1, 1]; alpha composited onto black."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as opened:
-            image = opened.convert("RGBA")
-    except (UnidentifiedImageError, OSError) as e:
-        raise GdistillError(f"cannot read image {path}: {e}") from None
-    if image.width == 0 or image.height == 0:
-        raise GdistillError(f"image {path} is empty")
-    black = Image.new("RGBA", image.size, (0, 0, 0, 255))
-    image = Image.alpha_composite(black, image).convert("L" if channels == 1 else "RGB")
-    array = np.asarray(image, dtype=np.float32)
-    array = array[None] if channels == 1 else array.transpose(2, 0, 1)
-    return torch.tensor(array) / 127.5 - 1.0
-
-
 def read_mask(path: Path, size: tuple[int, int], warn: Callable[[str], None]) -> torch.Tensor:
     """(1, H, W) of 0 (keep) and 1 (repaint): grey >= 0.5 is repaint; resized (nearest) to `size`."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        with Image.open(path) as opened:
-            mask = opened.convert("L")
-    except (UnidentifiedImageError, OSError) as e:
-        raise GdistillError(f"cannot read mask {path}: {e}") from None
+    mask = open_image(path, what="mask").convert("L")
     height, width = size
     if mask.size != (width, height):
         warn(f"mask {path.name} is {mask.width}x{mask.height}, the image {width}x{height}: resized (nearest)")
@@ -126,8 +105,8 @@ class ModelSpace:
     def __init__(self, model: Denoiser, manifest: dict, device, warn: Callable[[str], None]):
         self.model, self.manifest, self.device, self.warn = model, manifest, device, warn
         self.encoders = None
-        if manifest.get("pipeline"):
-            from ..models.latent import SDEncoders
+        if is_text_run(manifest):
+            from ..models.sd_encoders import SDEncoders
 
             self.encoders = SDEncoders(manifest["pipeline"]).to(device)
         self.channels = 3 if self.encoders is not None else model.data_shape[0]
@@ -189,10 +168,10 @@ def edit_one(space: ModelSpace, item: EditInput, n: int, steps: int, w: float, s
     if space.inpainting_model:  # the model itself reads the mask and the masked image: no replacement
         conditions = space.encoders.inpaint_condition(conditions, image.expand(n, *image.shape), mask.expand(n, *mask.shape))
         data_mask = None
-    guide = Guide(x.expand(n, *x.shape), first, None if data_mask is None else data_mask.expand(n, *data_mask.shape))
-    data_range = space.manifest.get("data_range")
-    result = sample(space.model, conditions, steps, w, sampler, seed, tuple(data_range) if data_range else None,
-                    device=space.device, guide=guide)
+    input_image = InputImage(x.expand(n, *x.shape), first, None if data_mask is None else data_mask.expand(n, *data_mask.shape))
+    result = sample(space.model, conditions, steps, w, sampler, seed, data_range_of(space.manifest),
+                    solver_steps=space.manifest.get("solver_steps"),
+                    device=space.device, input_image=input_image)
     images = space.to_images(result.samples)
     if mask is not None:  # the kept pixels are the input's (in latent space the VAE would blur them)
         images = mask * images + (1 - mask) * image
@@ -223,18 +202,49 @@ def write_outputs(results: list[tuple[str, SampleResult]], out: Path, overwrite:
         if out.suffix == ".npz":
             np.savez(tmp, samples=samples.numpy())
         else:
-            _pil(to_uint8_images(samples)[0]).save(tmp)
+            to_pil(to_uint8_images(samples)[0]).save(tmp)
         tmp.replace(out)
         return out
     work = prepare_output(out, overwrite, resumable=False)
     for name, result in results:
         images = to_uint8_images(result.samples)
         for k, array in enumerate(images):
-            _pil(array).save(work / (f"{name}.png" if len(images) == 1 else f"{name}-{k}.png"))
+            to_pil(array).save(work / (f"{name}.png" if len(images) == 1 else f"{name}-{k}.png"))
     return publish_dir(work, out)
 
 
-def _pil(array: np.ndarray):
-    from PIL import Image
 
-    return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+def edit_to_files(from_run: str, image: Path, mask: Path | None, out: Path, prompt: str | None, label: int | None,
+                  strength: float | None, steps: int | None, w: float, n: int, seed: int, sampler: str | None, device,
+                  overwrite: bool, allow_any_steps: bool, warn: Callable[[str], None],
+                  say: Callable[[str], None]) -> tuple[Path, int]:
+    """`gdistill edit` (strength given) and `inpaint` (mask given): check everything (inputs, output,
+    run, steps, condition) before any work, edit every input n times, write the results. Returns
+    (where they went, how many images)."""
+    from ..run_folder import load_model
+
+    if n < 1:
+        raise GdistillError(f"--n must be at least 1, got {n}")
+    if strength is not None and not 0 <= strength <= 1:
+        raise GdistillError(f"--strength must be in [0, 1], got {strength}")
+    inputs = collect_inputs(image, mask)
+    check_output(out, len(inputs) == 1 and n == 1, overwrite)
+    loaded = load_model(from_run)
+    model, manifest, _ = loaded
+    steps = loaded.sampling_steps(steps, allow_any_steps, warn)
+    loaded.warn_outside_w_range(w, warn)
+    sampler = sampler or loaded.default_sampler
+    space = ModelSpace(model, manifest, device, warn)
+    space.conditions(1, label, prompt)  # a wrong --label / missing --prompt fails before any work
+    if space.inpainting_model and strength is not None:
+        raise GdistillError("this run is an inpainting model: it takes an image and a mask; use `gdistill inpaint`")
+    if space.inpainting_model:
+        say(f"inpainting with the inpainting model (mask and masked image are its input) in {steps} steps")
+    elif strength is not None:
+        k = snap_strength(strength, steps)
+        say(f"strength {strength:g} on the {steps}-step grid: the last {k} step(s) from t0 = {k / steps:g} "
+            f"({k * (1 if model.w_conditioned else 2)} network calls per image)")
+    else:
+        say(f"inpainting by replacement (training-free) in {steps} steps")
+    results = [(item.name, edit_one(space, item, n, steps, w, seed, label, prompt, strength, sampler)) for item in inputs]
+    return write_outputs(results, out, overwrite), sum(len(r.samples) for _, r in results)

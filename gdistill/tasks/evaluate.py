@@ -1,8 +1,9 @@
 """`gdistill eval`: sample every (run, sampler, steps, w) of a sweep from the same seeds and score it.
 
 Everything that can be wrong with the input (runs, reference, sample counts, missing optional
-packages or weights files) is checked by `plan_sweep` and `Scorer.__init__`, before any sampling,
-so bad input never leaves a partial report.
+packages or weights files) is checked by `plan_eval` (its rules: the sweep, the reference, the default
+metric, the prompts), `plan_sweep` and `Scorer.__init__`, before any sampling, so bad input never
+leaves a partial report.
 
 Metrics, by the feature network that the reference calls for:
 - images against an image folder: Inception FID / IS / KID through torch-fidelity (columns fid,
@@ -29,11 +30,12 @@ from typing import Callable
 import torch
 
 from ..errors import GdistillError
+from ..files import prepare_output, publish_dir
 from ..metrics import class_energy_distance, energy_distance, frechet_distance_of
 from ..metrics.reference import FeatureCache, ReferenceSet, load_reference, tensor_hash
 from ..metrics.scores import inception_score, kernel_distance
 from ..models import Denoiser
-from ..run import MANIFEST, load_model, prepare_output, publish_dir, resolve_run
+from ..run_folder import MANIFEST, data_range_of, is_text_run, load_model, resolve_run
 from .sample import SampleResult, cycle_labels, sample, sample_prompts, save_samples
 
 METRIC_FLAGS = ("fid", "isc", "kid", "clip", "ed")
@@ -41,6 +43,7 @@ METRIC_FLAGS = ("fid", "isc", "kid", "clip", "ed")
 DISTANCE_COLUMNS = ("digits_fd", "digits_kid", "fashion_fd", "fid", "kid", "class_ed", "ed")
 TO_TEACHER = "_to_teacher"
 DEFAULT_TEACHER_STEPS = 256
+CONSISTENCY_EVAL_STEPS = (1, 2, 4, 8)  # a consistency run is scored at these steps unless --steps says otherwise
 
 
 @dataclass
@@ -112,8 +115,13 @@ def plan_sweep(froms: list[str], steps: list[int] | None, teacher_steps: list[in
         if manifest["kind"] == "teacher":
             rows.setdefault(str(run.resolve()), teacher_entry(name, model, manifest, str(run.resolve())))
             continue
-        run_steps = steps or [manifest.get("steps") or DEFAULT_TEACHER_STEPS]
-        entry = SweepModel(name, _kind_of(manifest), model, manifest, run_steps, samplers)
+        if manifest["kind"] == "consistency":  # any step count of its grid, with its own sampler
+            run_steps = steps or [k for k in CONSISTENCY_EVAL_STEPS if k <= manifest["solver_steps"]]
+            run_samplers = ["consistency"]
+        else:
+            run_steps = steps or [manifest.get("steps") or DEFAULT_TEACHER_STEPS]
+            run_samplers = [s for s in samplers if s != "consistency"] or ["deterministic"]
+        entry = SweepModel(name, _kind_of(manifest), model, manifest, run_steps, run_samplers)
         models.append(entry)
         if (teacher_steps or with_teachers) and manifest.get("teacher"):
             known = next((t for t in teachers.values() if t.label == manifest["teacher"]), None)
@@ -123,7 +131,7 @@ def plan_sweep(froms: list[str], steps: list[int] | None, teacher_steps: list[in
                 except GdistillError as e:
                     raise GdistillError(f"cannot load {run}'s teacher (for --teacher-steps or the to-teacher "
                                         f"columns): {e}") from None
-                if teacher_manifest.get("pipeline"):  # a diffusers teacher, at the run's resolution
+                if is_text_run(teacher_manifest):  # a diffusers teacher, at the run's resolution
                     teacher.with_latent_size(model.data_shape[-1])
                 known = teacher_entry(manifest["teacher"], teacher, teacher_manifest, str(Path(teacher_path).resolve()))
             entry.teacher = known
@@ -140,14 +148,14 @@ def plan_sweep(froms: list[str], steps: list[int] | None, teacher_steps: list[in
 
 
 def is_text_model(entry: SweepModel) -> bool:
-    return bool(entry.manifest.get("pipeline"))
+    return is_text_run(entry.manifest)
 
 
 def sample_shape(entry: SweepModel) -> tuple[int, ...]:
     """What is scored: the model's samples, or for SD-family runs the VAE's decoded images."""
     if not is_text_model(entry):
         return tuple(entry.model.data_shape)
-    from ..models.latent import pipeline_for
+    from ..models.sd_pipeline import pipeline_for
 
     pipe = pipeline_for(entry.manifest["pipeline"])
     size = entry.model.data_shape[-1] * pipe.vae_scale_factor
@@ -349,9 +357,8 @@ def _sample_entry(entry: SweepModel, steps: int, w: float, sampler: str, n: int,
     """n samples of one model at (steps, w, sampler): class labels cycling, or prompts for text models."""
     if is_text_model(entry):
         return sample_prompts(entry.model, entry.manifest, prompts, n, steps, w, sampler, seed, device)
-    data_range = entry.manifest.get("data_range")
     return sample(entry.model, cycle_labels(n, entry.model.num_classes), steps, w, sampler, seed,
-                  tuple(data_range) if data_range else None, device=device)
+                  data_range_of(entry.manifest), device=device, solver_steps=entry.manifest.get("solver_steps"))
 
 
 def run_sweep(sweep: list[SweepModel], ws: list[float], scorer: Scorer, n: int, seed: int, device,
@@ -397,12 +404,11 @@ def evaluate_into(out: Path, overwrite: bool, sweep: list[SweepModel], ws: list[
     entries = {e.label: e for e in sweep}
 
     def save_grid(row: Row, result: SampleResult) -> None:
-        data_range = entries[row.run].manifest.get("data_range")
         first = SampleResult(result.samples[:100], result.labels[:100], result.calls_per_image, result.seconds)
         num_classes = entries[row.run].model.num_classes
         name = f"{Path(row.run).name}-{row.model}-{row.sampler}-{row.steps}steps-w{row.w:g}.png"
         text = is_text_model(entries[row.run])
-        save_samples(first, work / "grids" / name, tuple(data_range) if data_range else None,
+        save_samples(first, work / "grids" / name, data_range_of(entries[row.run].manifest),
                      num_classes if 0 < num_classes <= 16 else None, prompts=prompts if text else None)
         on_row(row)
 
@@ -411,3 +417,61 @@ def evaluate_into(out: Path, overwrite: bool, sweep: list[SweepModel], ws: list[
     write_plots(rows, work)
     publish_dir(work, Path(out))
     return rows
+
+
+@dataclass
+class EvalPlan:
+    """What `gdistill eval` will do, every input checked before any sampling."""
+    sweep: list[SweepModel]
+    scorer: Scorer
+    metrics: set[str]
+    prompts: list[str] | None  # for text models (sample k uses prompt k mod their number); else None
+
+    def rows_total(self, ws: list[float]) -> int:
+        return sum(len(e.samplers) * len(e.steps) * len(ws) for e in self.sweep)
+
+
+def plan_eval(froms: list[str], ws: list[float], steps: list[int] | None, teacher_steps: list[int] | None,
+              samplers: list[str], metrics: set[str], ref: str | None, prompts_file: Path | None, n: int,
+              to_teacher_steps: int, out: Path, overwrite: bool, cache_dir: Path, device,
+              inception_weights: Path | None, clip_model: str | None, warn: Callable[[str], None],
+              log: Callable[[str], None]) -> EvalPlan:
+    """eval's rules: the sweep of runs (and their teachers), the reference (default: the first run's
+    dataset; Fashion-MNIST and MNIST-format data: their test split), the default metric (images: a
+    Fréchet distance; Fashion-MNIST: its classifier's, always computed; points: energy distance),
+    the prompts (text models need --prompts and --ref; class models' default: their class names),
+    and the Scorer with everything it needs loaded."""
+    from ..diffusion.samplers import SAMPLERS
+    from ..metrics.clip import read_prompts
+    from ..metrics.reference import default_reference
+
+    if any(v < 1 for v in (steps or []) + (teacher_steps or [])):
+        raise GdistillError("--steps and --teacher-steps must be at least 1")
+    if to_teacher_steps < 0:
+        raise GdistillError(f"--to-teacher must be a step count >= 1, or 0 for off; got {to_teacher_steps}")
+    if not samplers or any(v not in SAMPLERS for v in samplers):
+        raise GdistillError(f"--sampler {','.join(samplers)!r}: use {', '.join(SAMPLERS)}, or both comma-separated")
+    if out.exists() and not overwrite:
+        raise GdistillError(f"{out} already exists: pass --overwrite to replace it, or choose another --out")
+    sweep = plan_sweep(froms, steps, teacher_steps, samplers, with_teachers=to_teacher_steps > 0)
+    first = sweep[0]
+    for entry in sweep:
+        w_range = entry.manifest.get("w_range")
+        outside = [v for v in ws if w_range and not w_range[0] <= v <= w_range[1]]
+        if outside:
+            warn(f"{entry.label} was trained for w in [{w_range[0]}, {w_range[1]}]; "
+                 f"w={','.join(f'{v:g}' for v in outside)} lies outside")
+    shape = sample_shape(first)
+    text = is_text_model(first)
+    if text and (not prompts_file or not ref):
+        raise GdistillError(f"{first.label} is text-conditioned: pass --prompts FILE (one prompt per line; sample k "
+                            "uses line k mod their number) and --ref, a folder of reference images")
+    ref = ref or default_reference(first.manifest.get("dataset") or {})
+    if not ref:
+        raise GdistillError(f"{first.label} records no dataset: pass --ref (an image folder, digits or toy2d)")
+    if not metrics:
+        metrics = set() if ref.startswith("fashion-mnist") else {"fid"} if len(shape) == 3 else {"ed"}
+    prompt_list = read_prompts(prompts_file) if prompts_file else first.manifest.get("class_names")
+    scorer = Scorer(metrics, ref, shape, n, cache_dir, device, inception_weights, clip_model, prompt_list,
+                    None if text else first.model.num_classes, log=log, to_teacher=to_teacher_steps > 0)
+    return EvalPlan(sweep, scorer, metrics, prompt_list if text else None)

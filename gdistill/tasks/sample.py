@@ -1,20 +1,22 @@
-"""Sampling: deterministic DDIM or the paper's stochastic sampler on an N-step grid, for a
-w-conditioned student (1 call a step) or a guided teacher (2 calls a step, batched)."""
+"""Sampling: deterministic DDIM or the paper's stochastic sampler (diffusion/samplers.py) on an
+N-step grid, for a w-conditioned student (1 call a step) or a guided teacher (2 calls a step,
+batched). This module draws the noise, batches, starts edits and writes the results; the grid
+loop itself is diffusion.samplers.run_grid."""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ContextManager
 
 import numpy as np
 import torch
 
-from ..diffusion import alpha_sigma_like, ddim_step_t, diffuse, keep_known, sampling_grid, stochastic_step
+from ..diffusion import consistency_grid, sampling_grid
+from ..diffusion.samplers import SAMPLERS, KnownRegion, run_grid, sdedit_start
 from ..errors import GdistillError
+from ..images import image_grid, scatter_plot
 from ..models import Denoiser, calls_per_step, denoise_fn
-
-SAMPLERS = ("deterministic", "stochastic")
 
 
 @dataclass
@@ -32,7 +34,7 @@ def cycle_labels(n: int, num_classes: int, label: int | None = None) -> torch.Te
 
 
 @dataclass
-class Guide:
+class InputImage:
     """Sampling that starts from, or keeps part of, an input (edit, inpaint).
 
     x: the inputs in the model's data space, one per sample (their shape is the samples').
@@ -50,51 +52,54 @@ class Guide:
 @torch.no_grad()
 def sample(model: Denoiser, labels: torch.Tensor, steps: int, w: float, sampler: str = "deterministic",
            seed: int = 0, data_range: tuple[float, float] | None = None, batch_size: int = 256,
-           device: str | torch.device = "cpu", guide: Guide | None = None,
-           on_step: Callable[[int], None] | None = None) -> SampleResult:
+           device: str | torch.device = "cpu", input_image: InputImage | None = None,
+           on_step: Callable[[int], None] | None = None, solver_steps: int | None = None) -> SampleResult:
     """Draw one sample per label. Noise comes from a CPU generator seeded with `seed`, so the same seed
     gives the same images on any device and for teacher and student alike (and an edit at full
     strength is the plain sample). `on_step(k)` is told after every grid step of every batch, k
-    being the samples that step advanced (a progress bar's total is len(labels) x steps run)."""
+    being the samples that step advanced (a progress bar's total is len(labels) x steps run).
+    The consistency sampler runs on the `solver_steps` grid its run was distilled on (manifest)."""
     if sampler not in SAMPLERS:
         raise GdistillError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
+    update = SAMPLERS[sampler]
     generator = torch.Generator().manual_seed(seed)
     model = model.to(device)
-    first = guide.first_step if guide is not None else 0
-    grid = sampling_grid(steps)[first:]
+    first = input_image.first_step if input_image is not None else 0
+    ends = None
+    if update.consistency:
+        if not solver_steps:
+            raise GdistillError("--sampler consistency is for consistency runs (`gdistill consistency`): "
+                                "use deterministic or stochastic for this run")
+        if steps > solver_steps:
+            raise GdistillError(f"a consistency run samples in 1 to {solver_steps} steps (its solver grid), not {steps}")
+        times = consistency_grid(steps, solver_steps)
+        grid, ends = times[first:], (times + [0.0])[first + 1:]
+    else:
+        grid = sampling_grid(steps)[first:]
     start = time.perf_counter()
     out = []
     for offset in range(0, len(labels), batch_size):
         c = labels[offset:offset + batch_size].to(device)
-        shape = (len(c), *(guide.x.shape[1:] if guide is not None else model.data_shape))
+        shape = (len(c), *(input_image.x.shape[1:] if input_image is not None else model.data_shape))
+        # The draws, in a fixed order: z, the sampler's noise for every grid step (drawn for the
+        # whole grid, so an edit uses the plain sample's noise at each time), the known region's.
         z = torch.randn(shape, generator=generator).to(device)
-        noises = [torch.randn(shape, generator=generator).to(device) for _ in range(steps)] \
-            if sampler == "stochastic" else None
-        mask = None
-        if guide is not None:
-            x_in = guide.x[offset:offset + len(c)].to(device)
-            mask = None if guide.mask is None else guide.mask[offset:offset + len(c)].to(device)
-            known_noises = [torch.randn(shape, generator=generator).to(device) for _ in grid] if mask is not None else None
+        noises = [torch.randn(shape, generator=generator).to(device) for _ in range(steps)][first:] \
+            if update.draws_noise else None
+        known = None
+        if input_image is not None:
+            x_in = input_image.x[offset:offset + len(c)].to(device)
+            if input_image.mask is not None:
+                known = KnownRegion(x_in, input_image.mask[offset:offset + len(c)].to(device),
+                                    [torch.randn(shape, generator=generator).to(device) for _ in grid])
             if first > 0:  # SDEdit: the input diffused to the first time (the noise z drawn as for sampling)
-                t0 = torch.full((len(c),), grid[0], device=device) if grid else torch.zeros(len(c), device=device)
-                z = diffuse(x_in, z, *alpha_sigma_like(model.schedule, t0, z))
+                z = sdedit_start(model.schedule, x_in, z, grid[0] if grid else 0.0)
             if not grid:  # strength 0: nothing to run
                 z = x_in
         predict = denoise_fn(model, c, torch.full((len(c),), float(w), device=device))
-        for i, t_value in enumerate(grid):
-            t = torch.full((len(c),), t_value, device=device)
-            x = predict(z, t)
-            if data_range is not None:  # clip x to the data range at sampling time (pixel space)
-                x = x.clamp(*data_range)
-            s = (t - 1.0 / steps).clamp_min(0)
-            if sampler == "stochastic":
-                z = stochastic_step(model.schedule, z, x, t, 1.0 / steps, noises[first + i])
-            else:
-                z = ddim_step_t(model.schedule, z, x, t, s)
-            if mask is not None:
-                z = keep_known(z, x_in, mask, *alpha_sigma_like(model.schedule, s, z), known_noises[i])
-            if on_step is not None:
-                on_step(len(c))
+        # data_range: x clipped to it at sampling time (pixel space)
+        z = run_grid(predict, z, model.schedule, grid, 1.0 / steps, update, noises, data_range, known,
+                     None if on_step is None else lambda: on_step(len(c)), ends)
         out.append(z.cpu())
     seconds = time.perf_counter() - start
     return SampleResult(torch.cat(out), labels, len(grid) * calls_per_step(model), seconds)
@@ -106,7 +111,7 @@ def sample_prompts(model: Denoiser, manifest: dict, prompts: list[str], n: int, 
     """Images from an SD-family run or teacher: prompt k % len(prompts) for image k, sampled in
     latent space as `sample` does, decoded by the teacher pipeline's VAE. Returns images in
     [-1, 1] with the prompt index as the label."""
-    from ..models.latent import SDEncoders
+    from ..models.sd_encoders import SDEncoders
 
     if getattr(model, "inpainting", False):
         raise GdistillError("this is an inpainting model: it needs an image and a mask; use `gdistill inpaint`")
@@ -119,51 +124,8 @@ def sample_prompts(model: Denoiser, manifest: dict, prompts: list[str], n: int, 
     index = torch.arange(n) % len(prompts)
     conditions = encoders.encode_prompts([prompts[i] for i in index.tolist()])
     with model.unconditional(negative):
-        latents = sample(model, conditions, steps, w, sampler, seed, device=device)
+        latents = sample(model, conditions, steps, w, sampler, seed, device=device, solver_steps=manifest.get("solver_steps"))
     return SampleResult(encoders.decode(latents.samples), index, latents.calls_per_image, latents.seconds)
-
-
-def to_uint8_images(samples: torch.Tensor, data_range=(-1.0, 1.0)) -> np.ndarray:
-    """(n, c, h, w) in data_range -> (n, h, w, c) uint8."""
-    lo, hi = data_range
-    x = ((samples.clamp(lo, hi) - lo) / (hi - lo) * 255).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).numpy()
-
-
-def image_grid(samples: torch.Tensor, columns: int, data_range=(-1.0, 1.0), cell: int = 32):
-    """A PIL image: samples in row-major order, each upscaled (nearest) to `cell` pixels."""
-    from PIL import Image
-
-    images = to_uint8_images(samples, data_range)
-    n, h, w, c = images.shape
-    rows = -(-n // columns)
-    scale = max(1, cell // max(h, w))
-    if n == 1 and scale == 1:  # one image at its own size: no frame around it
-        return Image.fromarray(images[0, ..., 0] if c == 1 else images[0])
-    pad = 2
-    H, W = h * scale, w * scale
-    canvas = np.full((rows * (H + pad) + pad, columns * (W + pad) + pad, c), 255, dtype=np.uint8)
-    for i, img in enumerate(images):
-        r, k = divmod(i, columns)
-        big = img.repeat(scale, 0).repeat(scale, 1)
-        canvas[pad + r * (H + pad): pad + r * (H + pad) + H, pad + k * (W + pad): pad + k * (W + pad) + W] = big
-    return Image.fromarray(canvas[..., 0] if c == 1 else canvas)
-
-
-PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
-
-
-def scatter_plot(points: torch.Tensor, labels: torch.Tensor, size: int = 512, extent: float = 1.6):
-    """A PIL scatter plot of 2-D samples coloured by label (no plotting library needed for this)."""
-    from PIL import Image, ImageDraw
-
-    image = Image.new("RGB", (size, size), "white")
-    draw = ImageDraw.Draw(image)
-    xy = ((points.clamp(-extent, extent) + extent) / (2 * extent) * (size - 1)).numpy()
-    for (px, py), label in zip(xy, labels.tolist()):
-        draw.ellipse([px - 2, size - 1 - py - 2, px + 2, size - 1 - py + 2], fill=PALETTE[label % len(PALETTE)])
-    return image
 
 
 def save_samples(result: SampleResult, path: Path, data_range, columns: int | None = None,
@@ -191,3 +153,50 @@ def save_samples(result: SampleResult, path: Path, data_range, columns: int | No
         image.save(tmp)
     tmp.replace(path)
     return path
+
+
+def sample_to_file(from_run: str, out: Path, n: int | None, steps: int | None, w: float, label: int | None,
+                   prompts: list[str] | None, negative_prompt: str | None, sampler: str | None, seed: int, device,
+                   raw_weights: bool, allow_any_steps: bool, warn: Callable[[str], None],
+                   progress: Callable[[str, int], ContextManager[Callable[[int], None]]]) -> tuple[SampleResult, int, int]:
+    """`gdistill sample`: every check that needs no sampling first (the output is checked writable
+    before the minutes of sampling), then n samples (64 for class models, one a prompt for text
+    models) at the run's own steps unless told, written to `out` (.png grid or .npz).
+    Returns (result, n, steps)."""
+    from ..files import check_writable
+    from ..run_folder import RAW_WEIGHTS, load_model
+
+    if n is not None and n < 1:
+        raise GdistillError(f"--n must be at least 1, got {n}")
+    if steps is not None and steps < 1:
+        raise GdistillError(f"--steps must be at least 1, got {steps}")
+    if out.suffix not in (".png", ".npz"):
+        raise GdistillError(f"--out {out} must end in .png (an image) or .npz (arrays)")
+    check_writable(out)
+    loaded = load_model(from_run, raw=raw_weights)
+    model, manifest, run = loaded
+    if loaded.is_text and not prompts:
+        raise GdistillError(f"{run} is text-conditioned: pass --prompt \"...\" (repeat it for more prompts)")
+    if not loaded.is_text and (prompts or negative_prompt is not None):
+        raise GdistillError(f"{run} is class-conditional ({model.kind}): choose the class with --label, not --prompt")
+    if loaded.is_text and label is not None:
+        raise GdistillError(f"{run} is text-conditioned: it takes --prompt, not --label")
+    if raw_weights and RAW_WEIGHTS not in manifest["files"]:
+        warn(f"{run} keeps no raw weights (no EMA was kept, or it is a built-in); using its only weights")
+    if label is not None and not 0 <= label < model.num_classes:
+        raise GdistillError(f"--label {label} is out of range: {run} has classes 0..{model.num_classes - 1}")
+    steps = loaded.sampling_steps(steps, allow_any_steps, warn)
+    loaded.warn_outside_w_range(w, warn)
+    sampler = sampler or loaded.default_sampler
+    if loaded.is_text:
+        n = n or len(prompts)
+        result = sample_prompts(model, manifest, prompts, n, steps, w, sampler, seed, device, negative_prompt)
+        save_samples(result, out, (-1.0, 1.0), min(n, len(prompts)), prompts=prompts)
+    else:
+        n = n or 64
+        with progress("sample", n * steps) as on_step:
+            result = sample(model, cycle_labels(n, model.num_classes, label), steps, w, sampler, seed,
+                            loaded.data_range, device=device, on_step=on_step, solver_steps=manifest.get("solver_steps"))
+        columns = model.num_classes if label is None and model.num_classes <= 16 else None
+        save_samples(result, out, loaded.data_range, columns)
+    return result, n, steps

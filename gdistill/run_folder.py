@@ -12,35 +12,28 @@ and becomes RUN by one rename, so RUN is either complete or absent.
 from __future__ import annotations
 
 import datetime
-import hashlib
-import os
 import shutil
 from importlib import resources
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import torch
 import yaml
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from . import __version__
 from .errors import GdistillError
+from .files import fsync_file, publish_dir, save_safetensors_atomic, sha256_file
 
 MANIFEST = "manifest.yaml"
 WEIGHTS = "model.safetensors"
 RAW_WEIGHTS = "raw.safetensors"
 LOG = "log.jsonl"
-RUN_KINDS = ("teacher", "stage1", "round")
+RUN_KINDS = ("teacher", "stage1", "round", "consistency")
+CONSISTENCY_DEFAULT_STEPS = 4
 REQUIRED_FIELDS = ("gdistill_version", "kind", "model", "files")
 BUILTIN_TEACHERS = ("digits", "toy2d")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def builtin_path(name: str) -> Path:
@@ -99,15 +92,73 @@ def load_weights(run: Path, manifest: dict, raw: bool = False) -> dict[str, torc
         raise GdistillError(f"cannot read {path}: {e}") from None
 
 
-def load_model(arg: str | Path, raw: bool = False, pipeline_options: dict | None = None):
+def is_text_run(manifest: dict) -> bool:
+    """A run of an SD-family (diffusers pipeline) teacher: text-conditioned, sampled in VAE latents."""
+    return bool(manifest.get("pipeline"))
+
+
+def data_range_of(manifest: dict) -> tuple[float, float] | None:
+    """The range pixel samples are clipped to while sampling; None for latents and 2-D points."""
+    data_range = manifest.get("data_range")
+    return tuple(data_range) if data_range else None
+
+
+class LoadedRun(NamedTuple):
+    """A loaded run: unpacks as (model, manifest, path) and answers what its manifest says."""
+    model: torch.nn.Module
+    manifest: dict
+    path: Path
+
+    @property
+    def is_text(self) -> bool:
+        return is_text_run(self.manifest)
+
+    @property
+    def data_range(self) -> tuple[float, float] | None:
+        return data_range_of(self.manifest)
+
+    @property
+    def default_sampler(self) -> str:
+        """A consistency run samples with the consistency sampler; every other run with DDIM."""
+        return "consistency" if self.manifest["kind"] == "consistency" else "deterministic"
+
+    def sampling_steps(self, steps: int | None, allow_any: bool, warn: Callable[[str], None]) -> int:
+        """--steps, or the run's own grid (256 for a teacher or a Stage-1 model). A round is
+        distilled for its own grid: another step count is refused unless `allow_any`. A consistency
+        run takes any count up to its solver grid's (default 4)."""
+        if steps is not None and steps < 1:
+            raise GdistillError(f"--steps must be at least 1, got {steps}")
+        if self.manifest["kind"] == "consistency":
+            solver = self.manifest["solver_steps"]
+            steps = steps or min(CONSISTENCY_DEFAULT_STEPS, solver)
+            if steps > solver:
+                raise GdistillError(f"{self.path} samples in 1 to {solver} steps (its solver grid), not {steps}")
+            return steps
+        distilled = self.manifest.get("steps")
+        steps = steps or distilled or 256
+        if distilled and steps != distilled:
+            if not allow_any:
+                raise GdistillError(f"{self.path} was distilled for {distilled} steps, not {steps}: leave --steps out, "
+                                    "or pass --allow-any-steps to sample it off its grid")
+            warn(f"{self.path} was distilled for {distilled} steps; sampling with {steps}")
+        return steps
+
+    def warn_outside_w_range(self, w: float, warn: Callable[[str], None]) -> None:
+        """A student learned w in its range only; outside it the output is an extrapolation."""
+        w_range = self.manifest.get("w_range")
+        if w_range and not w_range[0] <= w <= w_range[1]:
+            warn(f"w={w} is outside the trained range [{w_range[0]}, {w_range[1]}]")
+
+
+def load_model(arg: str | Path, raw: bool = False, pipeline_options: dict | None = None) -> LoadedRun:
     """(denoiser in eval mode, manifest, run path) for a run or built-in teacher name; for a
     diffusers teacher (sd15, a pipeline folder or checkpoint file; `pipeline_options` revision and
     variant) the manifest names the pipeline and the path is its source."""
     from .models import build_denoiser
-    from .models.latent import is_pipeline_teacher, load_pipeline_teacher
+    from .models.sd_pipeline import is_pipeline_teacher, load_pipeline_teacher
 
     if is_pipeline_teacher(arg):
-        return load_pipeline_teacher(str(arg), **(pipeline_options or {}))
+        return LoadedRun(*load_pipeline_teacher(str(arg), **(pipeline_options or {})))
     run = resolve_run(arg)
     manifest = read_manifest(run)
     try:
@@ -119,75 +170,7 @@ def load_model(arg: str | Path, raw: bool = False, pipeline_options: dict | None
     if missing or unexpected:
         raise GdistillError(f"{run / WEIGHTS} does not fit the model in its manifest "
                             f"(missing {len(missing)}, unexpected {len(unexpected)} tensors): re-create the run")
-    return model.eval().requires_grad_(False), manifest, run
-
-
-def work_dir_for(out: Path) -> Path:
-    return out.parent / f".{out.name}.partial"
-
-
-def prepare_output(out: Path, overwrite: bool, resumable: bool = True) -> Path:
-    """Check that `out` may be written and return its work folder: kept if it exists, for a
-    training run to resume; emptied with --overwrite, and always for outputs that are not
-    resumed (reports, exports, edits: a leftover is half-written)."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise GdistillError(f"{out} already exists: pass --overwrite to replace it, or choose another --out")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        work = work_dir_for(out)
-        if overwrite or not resumable:  # start again: an interrupted run's checkpoint is not resumed
-            shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(exist_ok=True)
-    except OSError as e:
-        raise GdistillError(f"cannot write to {out.parent}: {e.strerror}; choose a writable --out") from None
-    return work
-
-
-def check_writable(path: Path) -> None:
-    """Fail before any work when `path` (a file or folder to write later) could not be written: a
-    probe file is created and removed in its nearest existing folder, which leaves nothing behind
-    (the folders on the way are made only when the output is written)."""
-    folder = Path(path).absolute().parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    probe = folder / f".gdistill-probe-{os.getpid()}"
-    try:
-        if not folder.is_dir():
-            raise NotADirectoryError(20, "Not a directory")
-        probe.touch()
-        probe.unlink()
-    except OSError as e:
-        raise GdistillError(f"cannot write {path}: {folder} does not accept files ({e.strerror}); "
-                            "choose a writable --out") from None
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
-def save_safetensors_atomic(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    """Write a safetensors file whole or not at all: to a temporary name, synced, then renamed."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
-    _fsync_file(tmp)
-    os.chmod(tmp, 0o644)  # safetensors writes 0600; runs and the classifier are shared and shipped
-    os.replace(tmp, path)
-
-
-def publish_dir(work: Path, out: Path) -> Path:
-    """Rename a finished work folder to `out`, replacing an old `out` without ever leaving neither."""
-    if out.exists():  # --overwrite: move the old one aside first
-        old = out.parent / f".{out.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        work.rename(out)
-        shutil.rmtree(old)
-    else:
-        work.rename(out)
-    return out
+    return LoadedRun(model.eval().requires_grad_(False), manifest, run)
 
 
 def commit_run(work: Path, out: Path, manifest: dict, weights: dict[str, dict[str, torch.Tensor]]) -> Path:
@@ -202,7 +185,7 @@ def commit_run(work: Path, out: Path, manifest: dict, weights: dict[str, dict[st
                 **manifest, "files": files}
     tmp = work / (MANIFEST + ".tmp")
     tmp.write_text(yaml.safe_dump(manifest, sort_keys=False))
-    _fsync_file(tmp)
+    fsync_file(tmp)
     tmp.rename(work / MANIFEST)
     shutil.rmtree(work / "resume", ignore_errors=True)
     return publish_dir(work, out)
@@ -212,6 +195,25 @@ def parent_record(run: Path, manifest: dict) -> dict:
     """How a child run names its parent: path, kind, steps and the weights' sha256."""
     return {"path": str(run), "kind": manifest["kind"], "steps": manifest.get("steps"),
             "sha256": manifest["files"][WEIGHTS]}
+
+
+def run_summary(manifest: dict) -> list[tuple[str, str]]:
+    """(field, value) lines that `gdistill info` shows for a run."""
+    lines = [(key, str(manifest[key])) for key in ("kind", "round", "steps", "w_range", "parameterization", "dataset",
+                                                   "teacher", "gdistill_version", "created") if manifest.get(key) is not None]
+    model = manifest["model"]
+    lines += [("model", f"{model.get('kind')}, w-conditioned: {model.get('w_conditioned', False)}"),
+              ("schedule", str(manifest.get("schedule"))),
+              ("weights sha256", manifest["files"].get(WEIGHTS, "?")[:16] + "…")]
+    if manifest.get("parent"):
+        lines.append(("parent", f"{manifest['parent']['path']} ({manifest['parent']['sha256'][:16]}…)"))
+    return lines
+
+
+def lineage_text(manifest: dict) -> str:
+    """teacher -> stage1 -> round r1 (128 steps) -> ..."""
+    return " -> ".join(f"{e['kind']}" + (f" r{e['round']}" if e.get("round") else "")
+                       + (f" ({e['steps']} steps)" if e.get("steps") else "") for e in lineage(manifest))
 
 
 def lineage(manifest: dict) -> list[dict]:

@@ -1,0 +1,77 @@
+"""The frozen VAE and text encoder of a run's diffusers teacher (`SDEncoders`): prompts -> text
+embeddings, images <-> latents, and the condition of inpainting UNets."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import torch
+
+from .latent import pack_inpaint_condition
+from .sd_pipeline import pipeline_for
+
+
+class SDEncoders:
+    """The teacher pipeline's frozen VAE and text encoder: prompts -> text embeddings, images in
+    [-1, 1] -> latents (the posterior's mean times the VAE's scaling factor: deterministic, so it
+    can be cached), latents -> images. Half precision on a GPU."""
+
+    def __init__(self, record: dict):
+        self.record = record
+        self.pipe = pipeline_for(record)
+        self.pipe.vae.requires_grad_(False).eval()
+        self.pipe.text_encoder.requires_grad_(False).eval()
+        self.device = torch.device("cpu")
+
+    @property
+    def latent_channels(self) -> int:
+        return self.pipe.vae.config.latent_channels
+
+    @property
+    def scale_factor(self) -> int:
+        return self.pipe.vae_scale_factor
+
+    def to(self, device) -> SDEncoders:
+        device = torch.device(device)
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+        if device != self.device:
+            self.pipe.vae.to(device, dtype)
+            self.pipe.text_encoder.to(device, dtype)
+            self.device = device
+        return self
+
+    def fingerprint(self) -> str:
+        """Identifies the encoders' weights (for the latent cache): a few tensors' bytes."""
+        h = hashlib.sha256(json.dumps(self.record, sort_keys=True).encode())
+        for module in (self.pipe.vae, self.pipe.text_encoder):
+            params = list(module.parameters())
+            for tensor in (params[0], params[len(params) // 2], params[-1]):
+                h.update(tensor.detach().flatten()[:1 << 16].float().cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        return self.pipe.encode_prompt(list(prompts), self.device, 1, False)[0].float()
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        vae = self.pipe.vae
+        posterior = vae.encode(images.to(self.device, vae.dtype)).latent_dist
+        return (posterior.mean * vae.config.scaling_factor).float()
+
+    @torch.no_grad()
+    def inpaint_condition(self, texts: torch.Tensor, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """An inpainting UNet's condition, prepared as diffusers' inpainting pipeline does: the mask
+        (1 = repaint) resized (nearest) to the latents, and the latents of the image with the
+        masked region blanked (image * (mask < 0.5), here at 0 = mid grey), packed with the text."""
+        masked_latents = self.encode_images(images * (masks < 0.5))
+        small = torch.nn.functional.interpolate(masks.float(), size=masked_latents.shape[-2:])
+        return pack_inpaint_condition(texts.to(self.device), small.to(self.device), masked_latents)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1], (n, 3, H, W), on the CPU."""
+        vae = self.pipe.vae
+        out = [vae.decode((z.to(self.device, vae.dtype) / vae.config.scaling_factor)).sample.float().cpu()
+               for z in latents.split(8)]
+        return torch.cat(out).clamp(-1, 1)
