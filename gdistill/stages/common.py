@@ -40,6 +40,18 @@ def training_data(data: str | None, manifest: dict, cache: str | None = None,
     return kind(CaptionDataset(source, resolution), encoders, cache)
 
 
+def distillation_data(teacher: Denoiser, teacher_manifest: dict, config) -> Dataset:
+    """What a distillation from `teacher` trains on (training_data), checked against the teacher; a
+    diffusers teacher (a pipeline, not a run) is set to the data's latent size."""
+    data = training_data(config.data, teacher_manifest, config.cache, config.resolution)
+    if is_text_run(teacher_manifest) and not teacher.w_conditioned:
+        teacher.with_latent_size(data.data_shape[-1])
+    if data.num_classes != teacher.num_classes or tuple(data.data_shape) != tuple(teacher.data_shape):
+        raise GdistillError(f"--data {config.data} has {data.num_classes} classes of shape {data.data_shape}, "
+                            f"the teacher expects {teacher.num_classes} of shape {teacher.data_shape}")
+    return data
+
+
 def prepare_student(student: Denoiser, config) -> Denoiser:
     """The training options that change the student: a LoRA adapter, gradient checkpointing."""
     if config.lora_rank:

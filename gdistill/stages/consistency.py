@@ -14,7 +14,7 @@ from ..config import ConsistencyConfig, apply_preset
 from ..errors import GdistillError
 from ..models import make_student
 from ..run_folder import lineage, load_model, parent_record
-from .common import prepare_student, train_and_commit, training_data
+from .common import distillation_data, prepare_student, train_and_commit
 from .objectives import ConsistencyDistillation
 
 
@@ -34,12 +34,7 @@ def consistency(config: ConsistencyConfig) -> Path:
                             f"(diffusers pipelines); {source_run} is a {source.kind} run")
     config = apply_preset(config, source.config["kind"], "consistency")
     w_min, w_max = source_manifest["w_range"] if from_stage1 else (config.w_min, config.w_max)
-    data = training_data(config.data, source_manifest, config.cache, config.resolution)
-    if pipeline and not from_stage1:  # a diffusers teacher, at the data's latent size
-        source.with_latent_size(data.data_shape[-1])
-    if data.num_classes != source.num_classes or tuple(data.data_shape) != tuple(source.data_shape):
-        raise GdistillError(f"--data {config.data} has {data.num_classes} classes of shape {data.data_shape}, "
-                            f"the teacher expects {source.num_classes} of shape {source.data_shape}")
+    data = distillation_data(source, source_manifest, config)
     torch.manual_seed(config.seed)
     # From a Stage-1 run the student starts as a copy of it; from a teacher, as the teacher with a
     # zero-initialised w-input (so a fresh student is the teacher's conditional model).

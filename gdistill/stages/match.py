@@ -11,7 +11,7 @@ from ..config import MatchConfig, apply_preset
 from ..errors import GdistillError
 from ..models import make_student
 from ..run_folder import lineage, load_model, parent_record
-from .common import prepare_student, train_and_commit, training_data
+from .common import distillation_data, prepare_student, train_and_commit
 from .objectives import GuidanceMatching
 
 
@@ -26,12 +26,7 @@ def match(config: MatchConfig) -> Path:
         raise GdistillError("--resolution, --negative-prompt, --revision and --variant are for SD-family teachers "
                             f"(diffusers pipelines); {teacher_run} is a {teacher.kind} run")
     config = apply_preset(config, teacher.config["kind"], "match")
-    data = training_data(config.data, teacher_manifest, config.cache, config.resolution)
-    if pipeline:
-        teacher.with_latent_size(data.data_shape[-1])
-    if data.num_classes != teacher.num_classes or tuple(data.data_shape) != tuple(teacher.data_shape):
-        raise GdistillError(f"--data {config.data} has {data.num_classes} classes of shape {data.data_shape}, "
-                            f"the teacher expects {teacher.num_classes} of shape {teacher.data_shape}")
+    data = distillation_data(teacher, teacher_manifest, config)
     torch.manual_seed(config.seed)
     student = prepare_student(make_student(teacher), config)
     # A negative prompt's embedding stands in for the empty prompt as the teacher's unconditional
