@@ -45,6 +45,12 @@ GradientCheckpointing = typer.Option(None, "--gradient-checkpointing/--no-gradie
                                      help="Recompute activations in the backward pass: less memory, slower steps.")
 LoraRank = typer.Option(None, "--lora-rank", help="SD teachers: train a LoRA adapter of this rank (peft) instead of the whole UNet; 0 = whole UNet.")
 WEndFraction = typer.Option(None, "--w-end-fraction", help="Share of the examples drawn exactly at w_min or w_max, half each (default 0.2); the rest uniform in the range.")
+# Options of the commands that distill from a guided teacher (match, consistency).
+WMax = typer.Option(None, "--w-max", help="Largest guidance strength w (default 4; 14 for SD teachers).")
+Revision = typer.Option(None, "--revision", help="SD teachers from the hub: a branch, tag or commit.")
+Variant = typer.Option(None, "--variant", help="SD teachers from the hub: weight-file variant, e.g. fp16.")
+NegativePrompt = typer.Option(None, "--negative-prompt", help="SD teachers: guide away from this prompt instead of the empty one; the student bakes it in.")
+Resolution = typer.Option(None, "--resolution", help="SD teachers: image size in pixels (default: the UNet's native, 512 for SD 1.5).")
 Cache = typer.Option(None, "--cache", help="SD teachers: folder caching VAE latents and text embeddings, so each pair is encoded once.")
 
 
@@ -153,11 +159,11 @@ def match(teacher: str = typer.Option(None, "--teacher", help="A teacher run, a 
           out: Path = typer.Option(..., "--out", help="Run directory to write."),
           data: Optional[str] = typer.Option(None, "--data", help="Training data (default: the teacher's). SD teachers: a folder of NAME.jpg + NAME.txt, a .jsonl/.csv table (image, text), or webdataset shards."),
           w_min: Optional[float] = typer.Option(None, "--w-min", help="Smallest guidance strength w (paper's w; default 0)."),
-          w_max: Optional[float] = typer.Option(None, "--w-max", help="Largest guidance strength w (default 4; 14 for SD teachers)."),
-          resolution: Optional[int] = typer.Option(None, "--resolution", help="SD teachers: image size in pixels (default: the UNet's native, 512 for SD 1.5)."),
-          revision: Optional[str] = typer.Option(None, "--revision", help="SD teachers from the hub: a branch, tag or commit."),
-          variant: Optional[str] = typer.Option(None, "--variant", help="SD teachers from the hub: weight-file variant, e.g. fp16."),
-          negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="SD teachers: guide away from this prompt instead of the empty one; the student bakes it in."),
+          w_max: Optional[float] = WMax,
+          resolution: Optional[int] = Resolution,
+          revision: Optional[str] = Revision,
+          variant: Optional[str] = Variant,
+          negative_prompt: Optional[str] = NegativePrompt,
           cache: Optional[str] = Cache, lora_rank: Optional[int] = LoraRank, w_end_fraction: Optional[float] = WEndFraction,
           gradient_checkpointing: Optional[bool] = GradientCheckpointing, mixed_precision: Optional[str] = MixedPrecision,
           gradient_accumulation: Optional[int] = GradientAccumulation, detect_anomaly: Optional[bool] = DetectAnomaly, resume: Optional[str] = Resume,
@@ -205,14 +211,14 @@ def consistency(teacher: str = typer.Option(None, "--teacher", help="A guided te
                 out: Path = typer.Option(..., "--out", help="Run directory to write."),
                 data: Optional[str] = typer.Option(None, "--data", help="Training data (default: the teacher's)."),
                 w_min: Optional[float] = typer.Option(None, "--w-min", help="Smallest guidance strength w (default 0; from a Stage-1 run: its range)."),
-                w_max: Optional[float] = typer.Option(None, "--w-max", help="Largest guidance strength w (default 4; 14 for SD teachers)."),
+                w_max: Optional[float] = WMax,
                 solver_steps: Optional[int] = typer.Option(None, "--solver-steps", help="The teacher's DDIM grid the student learns to jump along (default 50, as LCM); sampling takes 1 to this many steps."),
                 loss: Optional[str] = typer.Option(None, "--loss", help="Distance between student and target: l2 (default) or huber (pseudo-Huber)."),
                 huber_c: Optional[float] = typer.Option(None, "--huber-c", help="Pseudo-Huber's c (default 0.00054 sqrt(dimensions))."),
-                resolution: Optional[int] = typer.Option(None, "--resolution", help="SD teachers: image size in pixels (default: the UNet's native)."),
-                revision: Optional[str] = typer.Option(None, "--revision", help="SD teachers from the hub: a branch, tag or commit."),
-                variant: Optional[str] = typer.Option(None, "--variant", help="SD teachers from the hub: weight-file variant, e.g. fp16."),
-                negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="SD teachers: guide away from this prompt instead of the empty one; the student bakes it in."),
+                resolution: Optional[int] = Resolution,
+                revision: Optional[str] = Revision,
+                variant: Optional[str] = Variant,
+                negative_prompt: Optional[str] = NegativePrompt,
                 cache: Optional[str] = Cache, lora_rank: Optional[int] = LoraRank, w_end_fraction: Optional[float] = WEndFraction,
                 gradient_checkpointing: Optional[bool] = GradientCheckpointing, mixed_precision: Optional[str] = MixedPrecision,
                 gradient_accumulation: Optional[int] = GradientAccumulation, detect_anomaly: Optional[bool] = DetectAnomaly, resume: Optional[str] = Resume,

@@ -40,6 +40,13 @@ def training_data(data: str | None, manifest: dict, cache: str | None = None,
     return kind(CaptionDataset(source, resolution), encoders, cache)
 
 
+def refuse_sd_options(config, teacher_manifest: dict, teacher: Denoiser, teacher_run) -> None:
+    """The options only a diffusers (SD-family) teacher takes are an error for any other teacher."""
+    if not is_text_run(teacher_manifest) and (config.resolution or config.negative_prompt or config.revision or config.variant):
+        raise GdistillError("--resolution, --negative-prompt, --revision and --variant are for SD-family teachers "
+                            f"(diffusers pipelines); {teacher_run} is a {teacher.kind} run")
+
+
 def distillation_data(teacher: Denoiser, teacher_manifest: dict, config) -> Dataset:
     """What a distillation from `teacher` trains on (training_data), checked against the teacher; a
     diffusers teacher (a pipeline, not a run) is set to the data's latent size."""

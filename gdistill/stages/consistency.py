@@ -14,7 +14,7 @@ from ..config import ConsistencyConfig, apply_preset
 from ..errors import GdistillError
 from ..models import make_student
 from ..run_folder import lineage, load_model, parent_record
-from .common import distillation_data, prepare_student, train_and_commit
+from .common import distillation_data, prepare_student, refuse_sd_options, train_and_commit
 from .objectives import ConsistencyDistillation
 
 
@@ -29,9 +29,7 @@ def consistency(config: ConsistencyConfig) -> Path:
         raise GdistillError(f"{source_run} is a Stage-1 run: its w range and negative prompt are fixed there; leave "
                             "--w-min, --w-max and --negative-prompt out")
     pipeline = source_manifest.get("pipeline")
-    if not pipeline and (config.resolution or config.negative_prompt or config.revision or config.variant):
-        raise GdistillError("--resolution, --negative-prompt, --revision and --variant are for SD-family teachers "
-                            f"(diffusers pipelines); {source_run} is a {source.kind} run")
+    refuse_sd_options(config, source_manifest, source, source_run)
     config = apply_preset(config, source.config["kind"], "consistency")
     w_min, w_max = source_manifest["w_range"] if from_stage1 else (config.w_min, config.w_max)
     data = distillation_data(source, source_manifest, config)

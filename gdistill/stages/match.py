@@ -11,7 +11,7 @@ from ..config import MatchConfig, apply_preset
 from ..errors import GdistillError
 from ..models import make_student
 from ..run_folder import lineage, load_model, parent_record
-from .common import distillation_data, prepare_student, train_and_commit
+from .common import distillation_data, prepare_student, refuse_sd_options, train_and_commit
 from .objectives import GuidanceMatching
 
 
@@ -22,9 +22,7 @@ def match(config: MatchConfig) -> Path:
         raise GdistillError(f"{teacher_run} is already w-conditioned ({teacher_manifest['kind']}): "
                             "match takes a guided teacher; to halve its steps run `gdistill halve --from` it")
     pipeline = teacher_manifest.get("pipeline")
-    if not pipeline and (config.resolution or config.negative_prompt or config.revision or config.variant):
-        raise GdistillError("--resolution, --negative-prompt, --revision and --variant are for SD-family teachers "
-                            f"(diffusers pipelines); {teacher_run} is a {teacher.kind} run")
+    refuse_sd_options(config, teacher_manifest, teacher, teacher_run)
     config = apply_preset(config, teacher.config["kind"], "match")
     data = distillation_data(teacher, teacher_manifest, config)
     torch.manual_seed(config.seed)
