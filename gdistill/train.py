@@ -100,15 +100,32 @@ class ShadowWeights:
             if name in self.shadow:
                 self.shadow[name].lerp_(p.detach(), 1 - decay)
 
+    @torch.no_grad()
     def call(self, module: torch.nn.Module, *args):
-        """module(*args) with the averaged weights in place of the trained ones, the module itself
-        untouched (torch.func.functional_call): the EMA as a network, e.g. consistency's target."""
+        """module(*args) with the averaged weights in place of the trained ones, without gradients:
+        the EMA as a network, e.g. consistency's target. Whole tensors: torch.func.functional_call
+        (the module untouched). FSDP shards: FSDP2 all-gathers a block's weights from its own shard
+        storage whatever the module's attributes hold, so the averaged shards are copied into the
+        parameters for this call and back after it (one more copy of this process's shards), and
+        every block is resharded, so that the next forward gathers the trained weights again (the
+        root module keeps its gathered weights after a forward). Collective under FSDP."""
+        from torch.distributed.fsdp import FSDPModule
         from torch.distributed.tensor import DTensor
 
-        if any(isinstance(t, DTensor) for t in self.shadow.values()):
-            raise GdistillError("this objective reads the EMA as a network, which gdistill does not do on FSDP shards "
-                                "yet: train it with one process or DDP")
-        return torch.func.functional_call(module, self.shadow, args, strict=False)
+        if not any(isinstance(t, DTensor) for t in self.shadow.values()):
+            return torch.func.functional_call(module, self.shadow, args, strict=False)
+        parameters = dict(module.named_parameters())
+        trained = {name: parameters[name].detach().clone() for name in self.shadow}
+        try:
+            for name, averaged in self.shadow.items():
+                parameters[name].detach().copy_(averaged)
+            return module(*args)
+        finally:
+            for name, weights in trained.items():
+                parameters[name].detach().copy_(weights)
+            for block in module.modules():
+                if isinstance(block, FSDPModule):
+                    block.reshard()
 
     def full_state(self, model_state: dict) -> dict:
         """The EMA model's whole state dict: the model's with the averaged weights in place (the

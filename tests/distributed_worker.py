@@ -9,6 +9,8 @@ the loop's FSDP2 path (sharded weights, gathered checkpoints and results) runs o
 --stop-after K: every rank raises after K optimizer steps, as a crashed run would stop.
 --model sd-tiny:DIR: the student UNet of the tiny SD pipeline in DIR (to check how FSDP wraps it);
 --lora R: a LoRA adapter of it trains instead (frozen and trained weights in one shard group).
+--model toy-consistency: consistency distillation of the built-in toy2d teacher, the real objective,
+whose target network is the EMA read as a network (under FSDP: the averaged shards).
 """
 import argparse
 from pathlib import Path
@@ -22,7 +24,7 @@ from gdistill.diffusion import alpha_sigma_like, diffuse, weighted_x_loss
 from gdistill.models import build_denoiser
 from gdistill.files import save_safetensors_atomic
 from gdistill.stages.common import draw_batch, draw_t, process_share
-from gdistill.train import LoopSettings, train
+from gdistill.train import LoopSettings, Objective, train
 
 
 class Stop(Exception):
@@ -42,6 +44,19 @@ def toy_student():
         return weighted_x_loss(net(diffuse(x, eps, a, s), t, labels), x, model.schedule.log_snr(t), "v-mse")
 
     return model, loss_fn
+
+
+def toy_consistency_student(batch: int):
+    """The student of the built-in toy2d teacher and the stage's ConsistencyDistillation objective."""
+    from gdistill.config import ConsistencyConfig, apply_preset
+    from gdistill.models import make_student
+    from gdistill.run_folder import load_model
+    from gdistill.stages.objectives import ConsistencyDistillation
+
+    torch.manual_seed(0)
+    teacher, _, _ = load_model("toy2d")
+    config = apply_preset(ConsistencyConfig(teacher="toy2d", batch_size=batch, solver_steps=8), "toy-mlp", "consistency")
+    return make_student(teacher), ConsistencyDistillation(Toy2D(), teacher, config, 0.0, 4.0)
 
 
 def sd_tiny_student(folder: str, lora_rank: int):
@@ -83,14 +98,26 @@ def main() -> None:
     parser.add_argument("--lora", type=int, default=0, help="sd-tiny: train a LoRA adapter of this rank")
     args = parser.parse_args()
 
-    model, loss_of_batch = toy_student() if args.model == "toy" else sd_tiny_student(args.model.split(":", 1)[1], args.lora)
     batch, calls = 64 // args.accumulation, []
+    objective = None
+    if args.model == "toy-consistency":
+        model, objective = toy_consistency_student(batch)
+        loss_of_batch = lambda net, generator, device, _: objective(net, generator, device)[0]  # noqa: E731
+    else:
+        model, loss_of_batch = toy_student() if args.model == "toy" else sd_tiny_student(args.model.split(":", 1)[1], args.lora)
 
-    def loss_fn(net, generator, device):
-        calls.append(1)
-        if args.stop_after and len(calls) > args.stop_after * args.accumulation:
-            raise Stop(f"stopped after {args.stop_after} steps")
-        return loss_of_batch(net, generator, device, batch), {}
+    class Loss(Objective):
+        def prepare(self, device, model, ema):
+            if objective is not None:
+                objective.prepare(device, model, ema)
+
+        def __call__(self, net, generator, device):
+            calls.append(1)
+            if args.stop_after and len(calls) > args.stop_after * args.accumulation:
+                raise Stop(f"stopped after {args.stop_after} steps")
+            return loss_of_batch(net, generator, device, batch), {}
+
+    loss_fn = Loss()
 
     accelerator = None
     if args.fsdp:

@@ -4,7 +4,8 @@ gradient all-reduce sums in another order); gradient accumulation likewise. Thro
 2-process `gdistill match` on toy2d writes one run equal to the 1-process run's. Under FSDP2, launched
 with the shipped examples/accelerate/fsdp_8gpus.yaml on 2 CPU processes (the worker lifts accelerate's
 GPU-only gate, see tests/distributed_worker.py): the same weights as 1 process, a crashed run resumes
-bit-identical, its checkpoint resumes in a single process, and the SD UNet (whole, or with a LoRA
+bit-identical, its checkpoint resumes in a single process, consistency distillation (whose target
+network is the EMA) trains as in one process, and the SD UNet (whole, or with a LoRA
 adapter) is sharded block by block."""
 import os
 import shutil
@@ -111,6 +112,20 @@ def test_fsdp_trains_as_one_process_and_resumes(tmp_path):
     # the checkpoint holds whole tensors: one process without FSDP resumes it
     launch(1, worker, tmp_path / "crash-single", "--checkpoint-every", 10)
     assert_close(weights(tmp_path / "crash-single" / "rank0.safetensors"), sharded)
+
+
+@pytest.mark.slow
+def test_fsdp_consistency_targets_the_averaged_shards(tmp_path):
+    """Consistency distillation's target network is the EMA read as a network: under FSDP the
+    averaged shards go in for the target and the trained ones come back for the student's step."""
+    worker = "tests/distributed_worker.py"
+    accelerate_launch(FSDP, 2, worker, tmp_path / "fsdp", "--fsdp", "--model", "toy-consistency", "--steps", 10)
+    launch(1, worker, tmp_path / "one", "--model", "toy-consistency", "--steps", 10)
+    for name in ("rank0.safetensors", "rank0-ema.safetensors"):
+        assert_close(weights(tmp_path / "fsdp" / name), weights(tmp_path / "one" / name))
+    # the run trained, and the EMA target lags the weights (a target equal to the student would not)
+    trained, averaged = weights(tmp_path / "one" / "rank0.safetensors"), weights(tmp_path / "one" / "rank0-ema.safetensors")
+    assert max((trained[k] - averaged[k]).abs().max() for k in trained) > 1e-4
 
 
 @pytest.mark.slow
