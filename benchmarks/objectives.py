@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("--consistency-args", default="", help="extra `gdistill consistency` options (both consistency runs)")
     parser.add_argument("--inception-weights", default=None, help="image teachers: TorchScript Inception (default_1.pt) for Inception FID")
     parser.add_argument("--device", default="cpu", help="where eval samples (training runs on accelerate's default)")
+    parser.add_argument("--reuse-report", action="store_true", help="write the results from an existing eval report instead of re-running it")
     args = parser.parse_args()
     command = command_line(parser, args, "benchmarks/objectives.py")
     name = Path(args.teacher).parent.name if Path(args.teacher).is_dir() else args.teacher
@@ -97,29 +98,30 @@ def main() -> None:
     eval_cmd = ["eval", *[a for s in students for a in ("--from", s)], "--teacher-steps", args.teacher_steps,
                 "--w", args.w, "--n", str(args.n), "--to-teacher", str(to_teacher), "--device", args.device,
                 *metrics, "--out", str(report), "--overwrite"]
-    run(gd + eval_cmd)
+    if not (args.reuse_report and (report / "report.json").is_file()):
+        run(gd + eval_cmd)
     rows = json.loads((report / "report.json").read_text())["rows"]
     distance = next(c for c in DISTANCES if c in rows[0])
     digits = 4 if "ed" in distance else 2
     ws = sorted({r["w"] for r in rows})
 
-    def label(row) -> str:
-        if row["model"] == "teacher":
-            return "teacher (guided DDIM)"
-        if row["model"].startswith("round-"):
-            return f"halving {row['model']}"
-        return {"cd-teacher": "consistency from the teacher", "cd-stage1": "consistency from Stage 1"}[row["model"]]
+    def student(row) -> str | None:
+        """The run folder's name (round-K, cd-teacher, cd-stage1); None for the teacher."""
+        return None if row["model"] == "teacher" else Path(row["run"]).name
+
+    labels = {None: "teacher (guided DDIM)", "cd-teacher": "consistency from the teacher",
+              "cd-stage1": "consistency from Stage 1", **{f"round-{k}": f"halving round {k}" for k in STUDENT_ROUNDS}}
 
     def table(column: str) -> list[str]:
         lines = ["| model | steps | calls / image | training minutes | " + " | ".join(f"w = {w:g}" for w in ws) + " |",
                  "|---|---|---|---|" + "---|" * len(ws)]
-        keys = sorted({(r["model"], r["steps"]) for r in rows},
-                      key=lambda k: (k[0] != "teacher", -k[1] if k[0] == "teacher" else k[1], k[0]))
-        for model, steps in keys:
-            by_w = {r["w"]: r for r in rows if (r["model"], r["steps"]) == (model, steps)}
+        keys = sorted({(student(r), r["steps"]) for r in rows},
+                      key=lambda k: (k[0] is not None, -k[1] if k[0] is None else k[1], k[0] or ""))
+        for name, steps in keys:
+            by_w = {r["w"]: r for r in rows if (student(r), r["steps"]) == (name, steps)}
             first = next(iter(by_w.values()))
-            minutes = fmt(train_minutes.get(model), 1) if model != "teacher" else "-"
-            lines.append(f"| {label(first)} | {steps} | {first['calls_per_image']} | {minutes} | "
+            minutes = "-" if name is None else fmt(train_minutes[name], 1)
+            lines.append(f"| {labels[name]} | {steps} | {first['calls_per_image']} | {minutes} | "
                          + " | ".join(fmt(by_w[w].get(column), digits) if w in by_w else "" for w in ws) + " |")
         return lines
 
