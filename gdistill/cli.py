@@ -45,7 +45,9 @@ GradientCheckpointing = typer.Option(None, "--gradient-checkpointing/--no-gradie
                                      help="Recompute activations in the backward pass: less memory, slower steps.")
 LoraRank = typer.Option(None, "--lora-rank", help="SD teachers: train a LoRA adapter of this rank (peft) instead of the whole UNet; 0 = whole UNet.")
 WEndFraction = typer.Option(None, "--w-end-fraction", help="Share of the examples drawn exactly at w_min or w_max, half each (default 0.2); the rest uniform in the range.")
-# Options of the commands that distill from a guided teacher (match, consistency).
+# Options of the commands that distill from a guided teacher (match, consistency, dmd).
+WMinOrStage1 = typer.Option(None, "--w-min", help="Smallest guidance strength w (default 0; from a Stage-1 run: its range).")
+TeacherOrStage1 = typer.Option(None, "--teacher", help="A guided teacher (run, built-in, or SD-family: sd15, a pipeline folder, a checkpoint), or a Stage-1 run to start from.")
 WMax = typer.Option(None, "--w-max", help="Largest guidance strength w (default 4; 14 for SD teachers).")
 Revision = typer.Option(None, "--revision", help="SD teachers from the hub: a branch, tag or commit.")
 Variant = typer.Option(None, "--variant", help="SD teachers from the hub: weight-file variant, e.g. fp16.")
@@ -207,10 +209,10 @@ def halve(from_run: str = typer.Option(None, "--from", help="A stage-1 run or a 
 
 
 @app.command()
-def consistency(teacher: str = typer.Option(None, "--teacher", help="A guided teacher (run, built-in, or SD-family: sd15, a pipeline folder, a checkpoint), or a Stage-1 run to start from."),
+def consistency(teacher: str = TeacherOrStage1,
                 out: Path = typer.Option(..., "--out", help="Run directory to write."),
                 data: Optional[str] = typer.Option(None, "--data", help="Training data (default: the teacher's)."),
-                w_min: Optional[float] = typer.Option(None, "--w-min", help="Smallest guidance strength w (default 0; from a Stage-1 run: its range)."),
+                w_min: Optional[float] = WMinOrStage1,
                 w_max: Optional[float] = WMax,
                 solver_steps: Optional[int] = typer.Option(None, "--solver-steps", help="The teacher's DDIM grid the student learns to jump along (default 50, as LCM); sampling takes 1 to this many steps."),
                 loss: Optional[str] = typer.Option(None, "--loss", help="Distance between student and target: l2 (default) or huber (pseudo-Huber)."),
@@ -238,6 +240,36 @@ def consistency(teacher: str = typer.Option(None, "--teacher", help="A guided te
 
 
 @app.command()
+def dmd(teacher: str = TeacherOrStage1,
+        out: Path = typer.Option(..., "--out", help="Run directory to write."),
+        data: Optional[str] = typer.Option(None, "--data", help="Where the conditions come from (default: the teacher's data; DMD uses its labels or captions, not its images)."),
+        w_min: Optional[float] = WMinOrStage1,
+        w_max: Optional[float] = WMax,
+        generator_steps: Optional[int] = typer.Option(None, "--generator-steps", help="Sampling steps of the generator: 1 (default), or 2, 4, ... (re-noising between steps, trained on its own intermediate states)."),
+        fake_updates: Optional[int] = typer.Option(None, "--fake-updates", help="Fake-score updates per generator update (DMD2's two time-scale rule; default 5)."),
+        resolution: Optional[int] = Resolution,
+        revision: Optional[str] = Revision,
+        variant: Optional[str] = Variant,
+        negative_prompt: Optional[str] = NegativePrompt,
+        cache: Optional[str] = Cache, w_end_fraction: Optional[float] = WEndFraction,
+        gradient_checkpointing: Optional[bool] = GradientCheckpointing, mixed_precision: Optional[str] = MixedPrecision,
+        gradient_accumulation: Optional[int] = GradientAccumulation, detect_anomaly: Optional[bool] = DetectAnomaly, resume: Optional[str] = Resume,
+        train_steps: Optional[int] = typer.Option(None, "--train-steps", help="Optimizer steps, fake-score and generator updates together."),
+        batch_size: Optional[int] = BatchSize, lr: Optional[float] = Lr, ema_decay: Optional[float] = EmaDecay,
+        weighting: Optional[str] = Weighting, seed: Optional[int] = Seed,
+        log_every: Optional[int] = LogEvery, checkpoint_every: Optional[int] = CheckpointEvery,
+        overwrite: Optional[bool] = Overwrite, config: Optional[Path] = ConfigFile):
+    """Distribution-matching distillation (DMD2-style): a w-conditioned 1-step (or few-step) generator."""
+    options = dict(locals())
+    from .config import DMDConfig
+    from .stages.dmd import dmd as run_dmd
+
+    cfg = _stage_config(DMDConfig, options)
+    done = run_dmd(cfg)
+    _tell_once(f"dmd generator written to {done}")
+
+
+@app.command()
 def sample(from_run: str = typer.Option(..., "--from", help="A run, a built-in teacher name, or an SD-family teacher (sd15, a pipeline folder)."),
            out: Path = typer.Option(..., "--out", help="FILE.png (one image, or a grid) or FILE.npz (arrays samples, labels)."),
            steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps (default: the run's grid; 256 for teachers and stage 1)."),
@@ -247,7 +279,7 @@ def sample(from_run: str = typer.Option(..., "--from", help="A run, a built-in t
            label: Optional[int] = typer.Option(None, "--label", help="Class for every sample (default: cycle through the classes)."),
            prompt: list[str] = typer.Option(None, "--prompt", help="SD-family runs: a text prompt; repeat for more (sample k uses prompt k mod their number)."),
            negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="SD-family teachers: guide away from this prompt (students fix theirs at `match --negative-prompt`)."),
-           sampler: Optional[str] = typer.Option(None, "--sampler", help="deterministic (DDIM), stochastic (the paper's), or consistency (consistency runs); default: the run's own (consistency for consistency runs, else deterministic)."),
+           sampler: Optional[str] = typer.Option(None, "--sampler", help="deterministic (DDIM), stochastic (the paper's), consistency (consistency runs) or renoise (DMD generators); default: the run's own (consistency for consistency runs, renoise for DMD runs, else deterministic)."),
            raw_weights: bool = typer.Option(False, "--raw-weights", help="Use the raw training weights instead of the EMA."),
            allow_any_steps: bool = AllowAnySteps,
            device: str = typer.Option("auto", "--device", help="torch device: auto (the GPU if there is one), cpu, cuda.")):
@@ -268,7 +300,7 @@ def evaluate(
         w: str = typer.Option("0,1,2,4", "--w", help="Guidance strengths to sweep (paper's w), comma-separated."),
         steps: Optional[str] = typer.Option(None, "--steps", help="Student steps, comma-separated (default: each run's own)."),
         teacher_steps: Optional[str] = typer.Option(None, "--teacher-steps", help="Also sample the runs' teacher with guided DDIM at these steps (2 calls a step)."),
-        sampler: str = typer.Option("deterministic", "--sampler", help="Samplers of halving students: deterministic, stochastic, or both comma-separated (consistency runs always use their own)."),
+        sampler: str = typer.Option("deterministic", "--sampler", help="Samplers of halving students: deterministic, stochastic, or both comma-separated (consistency and DMD runs always use their own)."),
         n: int = typer.Option(1000, "--n", help="Samples per row."),
         seed: int = typer.Option(0, "--seed", help="Noise seed, the same for every row."),
         ref: Optional[str] = typer.Option(None, "--ref", help="Reference: an image folder, a class-folder dataset, or digits / toy2d (default: the run's dataset)."),
@@ -352,7 +384,7 @@ EditSteps = typer.Option(None, "--steps", help="The grid (default: the run's own
 EditW = typer.Option(1.0, "--w", help="Guidance strength, paper's w (guidance_scale - 1).")
 Variants = typer.Option(1, "--n", help="Variants per input.")
 EditSeed = typer.Option(0, "--seed", help="Noise seed.")
-EditSampler = typer.Option(None, "--sampler", help="deterministic (DDIM), stochastic, or consistency; default: the run's own.")
+EditSampler = typer.Option(None, "--sampler", help="deterministic (DDIM), stochastic, consistency or renoise; default: the run's own.")
 EditDevice = typer.Option("auto", "--device", help="torch device: auto, cpu, cuda.")
 EditOverwrite = typer.Option(False, "--overwrite/--no-overwrite", help="Replace an existing output.")
 

@@ -30,7 +30,9 @@ MANIFEST = "manifest.yaml"
 WEIGHTS = "model.safetensors"
 RAW_WEIGHTS = "raw.safetensors"
 LOG = "log.jsonl"
-RUN_KINDS = ("teacher", "stage1", "round", "consistency")
+RUN_KINDS = ("teacher", "stage1", "round", "consistency", "dmd")
+# the sampler a run of each kind samples with unless told otherwise (DDIM for the others)
+OWN_SAMPLERS = {"consistency": "consistency", "dmd": "renoise"}
 CONSISTENCY_DEFAULT_STEPS = 4
 REQUIRED_FIELDS = ("gdistill_version", "kind", "model", "files")
 BUILTIN_TEACHERS = ("digits", "toy2d")
@@ -119,12 +121,13 @@ class LoadedRun(NamedTuple):
 
     @property
     def default_sampler(self) -> str:
-        """A consistency run samples with the consistency sampler; every other run with DDIM."""
-        return "consistency" if self.manifest["kind"] == "consistency" else "deterministic"
+        """A consistency run samples with the consistency sampler, a DMD generator by re-noising;
+        every other run with DDIM."""
+        return OWN_SAMPLERS.get(self.manifest["kind"], "deterministic")
 
     def sampling_steps(self, steps: int | None, allow_any: bool, warn: Callable[[str], None]) -> int:
         """--steps, or the run's own grid (256 for a teacher or a Stage-1 model). A round is
-        distilled for its own grid: another step count is refused unless `allow_any`. A consistency
+        (or DMD generator) is distilled for its own grid: another step count is refused unless `allow_any`. A consistency
         run takes any count up to its solver grid's (default 4)."""
         if steps is not None and steps < 1:
             raise GdistillError(f"--steps must be at least 1, got {steps}")

@@ -35,9 +35,17 @@ class Objective:
     """A LossFn with once-per-run setup: `prepare(device, model, ema)` runs before the first step
     (for example a frozen teacher put on the device; `model` is the unwrapped model that trains and
     `ema` its ShadowWeights or None, for objectives whose target network is the EMA), then the
-    objective is called every loss evaluation."""
+    objective is called every loss evaluation, after `at_step(step)` at the start of each optimizer
+    step (0-based, resumes included). An objective that trains parts of the model in turns (each
+    step's loss reaches some of the weights; Adam leaves the others as they are) sets
+    `trains_in_turns`, so that DDP expects unused weights."""
+
+    trains_in_turns = False
 
     def prepare(self, device: torch.device, model: torch.nn.Module, ema: ShadowWeights | None) -> None:
+        pass
+
+    def at_step(self, step: int) -> None:
         pass
 
     def __call__(self, model: torch.nn.Module, generator: torch.Generator, device: torch.device) -> tuple[torch.Tensor, dict]:
@@ -300,7 +308,11 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
             # process (a notebook, the tests) may ask for another. The distributed setup is kept.
             AcceleratorState._reset_state(reset_partial_state=False)
         process_state()
-        accelerator = Accelerator(mixed_precision=settings.mixed_precision, cpu=not torch.cuda.is_available())
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        in_turns = [DistributedDataParallelKwargs(find_unused_parameters=True)] if getattr(loss_fn, "trains_in_turns", False) else []
+        accelerator = Accelerator(mixed_precision=settings.mixed_precision, cpu=not torch.cuda.is_available(),
+                                  kwargs_handlers=in_turns)
     _check_distributed_type(accelerator)
     sharded = accelerator.is_fsdp2
     device = accelerator.device
@@ -334,12 +346,14 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.4g}  {task.fields[rate]:.1f} steps/s"),
                TimeRemainingColumn()]
-    window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
+    window_loss, window_n, window_start, window_terms = 0.0, 0, time.perf_counter(), {}
     with Progress(*columns, console=Console(stderr=True), disable=not accelerator.is_main_process, transient=False) as progress, \
             open(log_path, "a") as log, torch.autograd.set_detect_anomaly(settings.detect_anomaly):
         task = progress.add_task(description, total=settings.steps, completed=start, loss=math.nan, rate=0.0)
         for step in range(start, settings.steps):
             step_loss = 0.0
+            if isinstance(loss_fn, Objective):
+                loss_fn.at_step(step)
             for micro in range(settings.accumulation):
                 # gradients are averaged across processes only on the last micro-batch
                 last = micro == settings.accumulation - 1
@@ -353,6 +367,8 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
                             f"the last good checkpoint is kept in {resume_dir}: lower --lr or check the data")
                     accelerator.backward(loss / settings.accumulation)
                 step_loss += mean_loss.item() / settings.accumulation
+                for name, value in terms.items():  # this process's terms, averaged over the window
+                    window_terms.setdefault(name, []).append(value)
             if settings.grad_clip > 0:
                 accelerator.clip_grad_norm_(trainable, settings.grad_clip)
             optimizer.step()
@@ -366,12 +382,13 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
             if done % settings.log_every == 0 or done == settings.steps:
                 rate = window_n / max(time.perf_counter() - window_start, 1e-9)
                 record = {"step": done, "loss": window_loss / window_n, "lr": scheduler.get_last_lr()[0],
-                          "steps_per_s": round(rate, 3), "time": round(time.time(), 3)}
+                          "steps_per_s": round(rate, 3), "time": round(time.time(), 3),
+                          **{name: sum(values) / len(values) for name, values in window_terms.items()}}
                 if accelerator.is_main_process:
                     log.write(json.dumps(record) + "\n")
                     log.flush()
                 progress.update(task, completed=done, loss=record["loss"], rate=rate)
-                window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
+                window_loss, window_n, window_start, window_terms = 0.0, 0, time.perf_counter(), {}
             else:
                 progress.update(task, completed=done)
             if done % settings.checkpoint_every == 0 and done < settings.steps:

@@ -167,6 +167,16 @@ def consistency_step(schedule: Schedule, z_t, x, t, s, noise):
     return diffuse(consistency_output(schedule, z_t, x, t), noise, *alpha_sigma_like(schedule, s, z_t))
 
 
+def distribution_matching_target(x, x_real, x_fake):
+    """DMD's generator update as a regression target (Yin et al. 2024; x-prediction form). At a
+    generator sample x diffused to x_t, the reverse-KL gradient is -(s_real - s_fake) = a_t (x_fake -
+    x_real) / s_t^2 for the real (guided teacher) and fake (trained on the generator) denoisers'
+    predictions; DMD's weight makes it g = (x_fake - x_real) / mean|x - x_real| (per example, over
+    the dimensions). The target is x - g: 0.5 |x - stopgrad(x - g)|^2 has gradient g in x."""
+    scale = (x - x_real).abs().flatten(1).mean(1).clamp_min(1e-8)
+    return x - (x_fake - x_real) / broadcast(scale, x)
+
+
 def pseudo_huber_loss(prediction, target, c: float):
     """Mean over the batch of sqrt(|a - b|^2 + c^2) - c per example (|.| over all dimensions); c = 0
     is the plain distance. Song & Dhariwal 2023 take c = 0.00054 sqrt(dimensions)."""

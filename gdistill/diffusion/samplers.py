@@ -5,7 +5,8 @@ teacher).
 
 A sampler is one update z_t -> z_s, given the prediction x and, for samplers that draw it, a fresh
 noise tensor per grid step. The DDIM and stochastic samplers run on a uniform N-step grid
-(s = t - 1/N); the consistency sampler on the times its run was distilled for (consistency_grid).
+(s = t - 1/N), as does a DMD generator's re-noising one; the consistency sampler on the times its
+run was distilled for (consistency_grid).
 `SAMPLERS` is the registry the CLI reads (`--sampler`).
 """
 from __future__ import annotations
@@ -36,6 +37,11 @@ def consistency_update(schedule: Schedule, z_t, x, t, s, step, noise):
     return consistency_step(schedule, z_t, x, t, s, noise)
 
 
+def renoise_update(schedule: Schedule, z_t, x, t, s, step, noise):
+    """A multi-step generator's (DMD2): its x diffused to s with fresh noise, z_s = a_s x + s_s n."""
+    return diffuse(x, noise, *alpha_sigma_like(schedule, s, z_t))
+
+
 @dataclass(frozen=True)
 class Sampler:
     name: str
@@ -52,6 +58,8 @@ SAMPLERS: dict[str, Sampler] = {s.name: s for s in (
     Sampler("consistency", consistency_update, True,
             "multistep consistency: z_s = a_s f(z_t) + s_s n, f = c_skip z_t + c_out x (formulas.consistency_step)",
             consistency=True),
+    Sampler("renoise", renoise_update, True,
+            "a multi-step generator's (DMD2): z_s = a_s x + s_s n, x the prediction at t, n fresh noise"),
 )}
 
 

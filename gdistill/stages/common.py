@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -108,8 +109,11 @@ def draw_batch(data: Dataset, batch: int, generator: torch.Generator, device):
     return x.to(device), labels.to(device), eps.to(device)
 
 
-def train_and_commit(model: Denoiser, loss_fn: LossFn, config, out: Path, manifest: dict,
-                     description: str, lr_decay: bool = False, parent_sha: str | None = None) -> Path:
+def train_and_commit(model: torch.nn.Module, loss_fn: LossFn, config, out: Path, manifest: dict,
+                     description: str, lr_decay: bool = False, parent_sha: str | None = None,
+                     ships: Callable[[torch.nn.Module], Denoiser] = lambda trained: trained) -> Path:
+    """Train `model` on the shared loop and commit the run: the weights of `ships(model)` (the
+    model itself, or the part of it a run holds, e.g. DMD's generator) with the manifest."""
     state = process_state()
     if config.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise GdistillError("--mixed-precision fp16 needs a CUDA GPU: use bf16 or no on this machine")
@@ -131,6 +135,7 @@ def train_and_commit(model: Denoiser, loss_fn: LossFn, config, out: Path, manife
     shaping = {k: v for k, v in settings.items() if k not in ("overwrite", "log_every", "checkpoint_every", "cache", "detect_anomaly", "resume")}
     recipe = {**shaping, "round": manifest.get("round"), "parent_sha256": parent_sha}
     model, ema = train(model, loss_fn, loop, work, description, recipe)
+    model, ema = ships(model), (ships(ema) if ema is not None else None)
     if getattr(config, "lora_rank", 0):  # the run holds plain weights: W + B A
         for m in (model, ema):
             if m is not None:

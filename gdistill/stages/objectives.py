@@ -13,6 +13,12 @@ and consistency distillation compares consistency functions f = c_skip z + c_out
 
     consistency  f_theta(z_t, t) against f_ema(z^_s, s), z^_s one guided teacher DDIM step from t
 
+Distribution matching (DMD2) trains two networks in turns, a generator and a fake score, and its
+generator needs no data, only conditions:
+
+    dmd          fake score: target x_g (the generator's sample);  generator: target x_g - g,
+                 g = (x_fake - x_real) / mean|x_g - x_real| at x_g diffused (formulas.distribution_matching_target)
+
 Once-per-run setup (a frozen teacher put on the device) is `prepare`, which the training loop
 calls before the first step.
 """
@@ -24,8 +30,8 @@ from dataclasses import dataclass
 import torch
 
 from ..data import Dataset
-from ..diffusion import (alpha_sigma_like, consistency_output, ddim_step_t, diffuse, halving_target_t,
-                         pseudo_huber_loss, weighted_x_loss)
+from ..diffusion import (alpha_sigma_like, consistency_output, ddim_step_t, diffuse, distribution_matching_target,
+                         halving_target_t, pseudo_huber_loss, sampling_grid, weighted_x_loss)
 from ..errors import GdistillError
 from ..models import Denoiser, denoise_fn, guided_predict_x
 from ..train import Objective
@@ -179,3 +185,85 @@ class ConsistencyDistillation(FrozenTeacherObjective):
             c = self.config.huber_c or 0.00054 * math.sqrt(prediction[0].numel())
             return pseudo_huber_loss(prediction, target, c)
         return (prediction - target).pow(2).mean()
+
+
+class GeneratorAndFakeScore(torch.nn.Module):
+    """DMD's two trained networks as one module, so that the one training loop (one optimizer, one
+    EMA, one checkpoint) trains both: `forward(part, ...)` runs one of them, through whatever wraps
+    the module (DDP's gradient hooks, FSDP's gathers). The run ships the generator."""
+
+    def __init__(self, generator: Denoiser, fake_score: Denoiser):
+        super().__init__()
+        self.generator, self.fake_score = generator, fake_score
+
+    def forward(self, part: str, *args):
+        return getattr(self, part)(*args)
+
+
+# DMD's diffusion times for both losses: t ~ U[0.02, 0.98] (its 20..980 of 1000 steps)
+DMD_TIME_RANGE = (0.02, 0.98)
+
+
+class DistributionMatching(FrozenTeacherObjective):
+    """Distribution-matching distillation (DMD2, Yin et al. 2024) into a w-conditioned generator.
+    Steps alternate (the two time-scale rule): `fake_updates` steps train the fake score, a
+    denoiser of the generator's own samples at (c, w), by the x-loss; then one step trains the
+    generator by the distribution-matching gradient between the real score (the teacher guided at
+    the example's w, or a Stage-1 model) and the fake one. No regression to teacher samples.
+    A k-step generator (generator_steps) samples on the uniform k-step grid, re-noising between
+    steps; training draws one of its grid times per example and makes the generator's input there
+    the way sampling does, by running the generator itself from noise (DMD2's backward simulation)."""
+
+    loss_name = "dmd_loss"
+    trains_in_turns = True
+
+    def __init__(self, data: Dataset, teacher: Denoiser, config, w_min: float, w_max: float):
+        super().__init__(data, teacher, config, w_min, w_max)
+        self.updates_generator = False
+
+    def at_step(self, step):
+        self.updates_generator = step % (self.config.fake_updates + 1) == self.config.fake_updates
+
+    def generator_input(self, net, size: int, noise, labels, w, generator: torch.Generator):
+        """(z, t) per example: one of the generator's grid times, and the state its sampling
+        reaches there from `noise` (re-noised with fresh draws, as the renoise sampler does)."""
+        grid = sampling_grid(self.config.generator_steps)
+        share, device = process_share(size), noise.device
+        index = torch.randint(0, len(grid), (size,), generator=generator)
+        renoise = [torch.randn((size, *noise.shape[1:]), generator=generator)[share].to(device) for _ in grid[1:]]
+        states = [noise]
+        with torch.no_grad():
+            # as far down the grid as any example of the global batch needs (the same number of
+            # calls in every process: under FSDP each one gathers the weights)
+            for k in range(int(index.max())):
+                t = torch.full((len(noise),), grid[k], device=device)
+                x = net("generator", states[-1], t, labels, w)
+                states.append(diffuse(x, renoise[k], *alpha_sigma_like(self.schedule, torch.full_like(t, grid[k + 1]), x)))
+        index = index[share].to(device)
+        z = torch.stack(states)[index, torch.arange(len(index), device=device)]
+        return z, torch.tensor(grid, device=device)[index]
+
+    def __call__(self, net, generator, device):
+        size = micro_batch_size(self.config)
+        _, labels, noise = draw_batch(self.data, size, generator, device)  # DMD uses conditions, not images
+        labels, w = self.draw_extras(size, labels, generator, device)
+        z_in, t_in = self.generator_input(net, size, noise, labels, w, generator)
+        low, high = DMD_TIME_RANGE
+        share = process_share(size)
+        t = (low + (high - low) * torch.rand(size, generator=generator)[share]).to(device)
+        eps = torch.randn((size, *noise.shape[1:]), generator=generator)[share].to(device)
+        if not self.updates_generator:  # the fake score learns to denoise the generator's samples
+            with torch.no_grad():
+                x_g = net("generator", z_in, t_in, labels, w)
+            z_t = diffuse(x_g, eps, *alpha_sigma_like(self.schedule, t, x_g))
+            loss = weighted_x_loss(net("fake_score", z_t, t, labels, w), x_g, self.schedule.log_snr(t),
+                                   self.config.weighting)
+            return loss, {"fake_score_loss": loss.item()}
+        x_g = net("generator", z_in, t_in, labels, w)
+        with torch.no_grad():
+            z_t = diffuse(x_g, eps, *alpha_sigma_like(self.schedule, t, x_g))
+            x_real = denoise_fn(self.teacher, labels, w)(z_t, t)
+            x_fake = net("fake_score", z_t, t, labels, w)
+            target = distribution_matching_target(x_g, x_real, x_fake)
+        loss = 0.5 * (x_g - target).pow(2).mean()
+        return loss, {self.loss_name: loss.item()}

@@ -35,7 +35,7 @@ from ..metrics import class_energy_distance, energy_distance, frechet_distance_o
 from ..metrics.reference import FeatureCache, ReferenceSet, load_reference, tensor_hash
 from ..metrics.scores import inception_score, kernel_distance
 from ..models import Denoiser
-from ..run_folder import MANIFEST, data_range_of, is_text_run, load_model, resolve_run
+from ..run_folder import MANIFEST, OWN_SAMPLERS, data_range_of, is_text_run, load_model, resolve_run
 from .sample import SampleResult, cycle_labels, sample, sample_prompts, save_samples
 
 METRIC_FLAGS = ("fid", "isc", "kid", "clip", "ed")
@@ -115,12 +115,14 @@ def plan_sweep(froms: list[str], steps: list[int] | None, teacher_steps: list[in
         if manifest["kind"] == "teacher":
             rows.setdefault(str(run.resolve()), teacher_entry(name, model, manifest, str(run.resolve())))
             continue
-        if manifest["kind"] == "consistency":  # any step count of its grid, with its own sampler
+        if manifest["kind"] == "consistency":  # any step count of its grid
             run_steps = steps or [k for k in CONSISTENCY_EVAL_STEPS if k <= manifest["solver_steps"]]
-            run_samplers = ["consistency"]
         else:
             run_steps = steps or [manifest.get("steps") or DEFAULT_TEACHER_STEPS]
-            run_samplers = [s for s in samplers if s != "consistency"] or ["deterministic"]
+        if manifest["kind"] in OWN_SAMPLERS:  # consistency and DMD runs sample with their own
+            run_samplers = [OWN_SAMPLERS[manifest["kind"]]]
+        else:
+            run_samplers = [s for s in samplers if s not in OWN_SAMPLERS.values()] or ["deterministic"]
         entry = SweepModel(name, _kind_of(manifest), model, manifest, run_steps, run_samplers)
         models.append(entry)
         if (teacher_steps or with_teachers) and manifest.get("teacher"):

@@ -1,0 +1,111 @@
+"""Distribution-matching distillation (`gdistill dmd`): the generator's update is DMD's gradient, the
+two networks train in turns (fake score, then generator), a k-step generator trains on the states
+its own sampling reaches, and on toy2d (4 classes, each two opposite modes) a 1-step generator
+covers every mode of every class at w = 0 and w = 4, measured against the guided teacher."""
+import pytest
+import torch
+
+from gdistill.config import DMDConfig, apply_preset
+from gdistill.data import Toy2D
+from gdistill.diffusion import alpha_sigma_like, distribution_matching_target
+from gdistill.metrics import class_energy_distance
+from gdistill.models import make_student
+from gdistill.run_folder import load_model
+from gdistill.stages.objectives import DistributionMatching, GeneratorAndFakeScore
+from gdistill.tasks.sample import cycle_labels, sample
+
+
+def test_the_generator_target_gives_dmds_gradient():
+    x, x_real, x_fake = torch.randn(3, 1, 4, 4, requires_grad=True), torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4)
+    target = distribution_matching_target(x.detach(), x_real, x_fake)
+    (0.5 * (x - target).pow(2).sum()).backward()
+    # (x_fake - x_real) / mean |x - x_real| per example: the reverse-KL direction with DMD's weight
+    scale = (x.detach() - x_real).abs().mean(dim=(1, 2, 3), keepdim=True)
+    assert torch.allclose(x.grad, (x_fake - x_real) / scale, atol=1e-6)
+
+
+def objective_and_networks(generator_steps=1, fake_updates=3):
+    teacher, _, _ = load_model("toy2d")
+    config = apply_preset(DMDConfig(teacher="toy2d", batch_size=64, generator_steps=generator_steps,
+                                    fake_updates=fake_updates), "toy-mlp", "dmd")
+    torch.manual_seed(0)
+    generator = make_student(teacher)
+    networks = GeneratorAndFakeScore(generator, make_student(teacher))
+    objective = DistributionMatching(Toy2D(), teacher, config, 0.0, 4.0)
+    objective.prepare(torch.device("cpu"), networks, None)
+    return objective, networks
+
+
+def test_fake_score_and_generator_train_in_turns():
+    objective, networks = objective_and_networks(fake_updates=3)
+    trained = []
+    for step in range(8):
+        networks.zero_grad(set_to_none=True)
+        objective.at_step(step)
+        loss, terms = objective(networks, torch.Generator().manual_seed(step), torch.device("cpu"))
+        loss.backward()
+        reached = {part for part in ("generator", "fake_score")
+                   if any(p.grad is not None for p in getattr(networks, part).parameters())}
+        assert len(reached) == 1, reached  # each step's loss reaches one network only
+        trained.append(reached.pop())
+        assert set(terms) == {"dmd_loss" if trained[-1] == "generator" else "fake_score_loss"}
+    assert trained == ["fake_score"] * 3 + ["generator"] + ["fake_score"] * 3 + ["generator"]
+
+
+def test_a_multi_step_generator_trains_on_the_states_its_sampling_reaches():
+    objective, networks = objective_and_networks(generator_steps=2)
+    generator = torch.Generator().manual_seed(0)
+    noise, labels = torch.randn(512, 2), torch.randint(0, 4, (512,))
+    w = torch.full((512,), 2.0)
+    objective.config = objective.config.__class__(**{**objective.config.__dict__, "batch_size": 512})
+    z, t = objective.generator_input(networks, 512, noise, labels, w, generator)
+    assert set(t.tolist()) == {1.0, 0.5}
+    first = t == 1.0
+    assert torch.equal(z[first], noise[first])  # the first grid time starts from noise
+    # at t = 1/2 the input is the generator's own 1-step sample re-noised: a x + s n, n ~ N(0, I)
+    with torch.no_grad():
+        x = networks.generator(noise, torch.ones(512), labels, w)
+    a, s = alpha_sigma_like(networks.generator.schedule, torch.full((512,), 0.5), x)
+    n = (z[~first] - a[~first] * x[~first]) / s[~first]
+    assert abs(n.mean().item()) < 0.1 and abs(n.std().item() - 1) < 0.1
+
+
+def mode_shares(samples: torch.Tensor, labels: torch.Tensor) -> dict[int, tuple[float, float, float]]:
+    """Per class k: the shares of its samples nearest to its own two modes (k and k + 4) and within
+    4 std of them."""
+    data = Toy2D()
+    distance = torch.cdist(samples, data.means)
+    nearest, close = distance.argmin(1), distance.min(1).values < 4 * data.std
+    shares = {}
+    for k in range(data.num_classes):
+        mine = labels == k
+        shares[k] = tuple(((nearest[mine] == m) & close[mine]).float().mean().item() for m in (k, k + data.num_classes))
+    return shares
+
+
+@pytest.mark.slow
+def test_a_one_step_dmd_generator_covers_every_mode_of_every_class(tmp_path, cli):
+    # the defaults but half the steps (6,000): the suite's time
+    code, _, err = cli("dmd", "--teacher", "toy2d", "--train-steps", 3000, "--out", tmp_path / "dmd")
+    assert code == 0, err
+    student, manifest, _ = load_model(tmp_path / "dmd")
+    assert manifest["kind"] == "dmd" and manifest["steps"] == 1 and manifest["w_range"] == [0.0, 4.0]
+    assert [e["kind"] for e in manifest["lineage"]] == ["teacher"]
+    teacher, _, _ = load_model("toy2d")
+    labels = cycle_labels(2000, teacher.num_classes)
+    for w in (0.0, 4.0):
+        one_step = sample(student, labels, 1, w, "renoise", seed=2).samples
+        shares = mode_shares(one_step, labels)
+        teacher_shares = mode_shares(sample(teacher, labels, 256, w, seed=2).samples, labels)
+        print(f"w={w}: mode shares, 1-step DMD {shares}; 256-step teacher {teacher_shares}")
+        for k, (first, second) in shares.items():
+            assert first > 0.3 and second > 0.3, (w, k, shares)  # both modes of every class kept
+        reference = sample(teacher, labels, 256, w, seed=1).samples
+        distance = class_energy_distance(one_step, reference, labels)
+        teacher_1 = class_energy_distance(sample(teacher, labels, 1, w, seed=2).samples, reference, labels)
+        print(f"w={w}: to the 256-step teacher: DMD 1 step {distance:.4f}, teacher 1 step {teacher_1:.4f}")
+        assert distance < teacher_1 / 10, (w, distance, teacher_1)
+    # `sample` picks the run's own sampler and steps
+    code, _, err = cli("sample", "--from", tmp_path / "dmd", "--n", 8, "--out", tmp_path / "s.npz")
+    assert code == 0, err
+    assert "1 steps, 1 network calls per sample" in err
