@@ -84,6 +84,13 @@ CASES = [
     (["consistency", "--teacher", "toy2d", "--huber-c", "-1", "--out", "{o}/c"], "--huber-c must be positive"),
     (["consistency", "--teacher", "{r}/pd/round-1", "--out", "{o}/c"], "starts from a guided teacher or a Stage-1 run"),
     (["consistency", "--teacher", "{r}/stage1", "--w-max", "8", "--out", "{o}/c"], "its w range and negative prompt are fixed"),
+    # dmd
+    (["dmd", "--teacher", "toy2d", "--generator-steps", "0", "--out", "{o}/d"], "--generator-steps must be at least 1"),
+    (["dmd", "--teacher", "toy2d", "--fake-updates", "0", "--out", "{o}/d"], "--fake-updates must be at least 1"),
+    (["dmd", "--teacher", "toy2d", "--train-steps", "5", "--out", "{o}/d"], "leaves no generator update"),
+    (["dmd", "--teacher", "{r}/cd", "--out", "{o}/d"], "starts from a guided teacher or a Stage-1 run"),
+    (["dmd", "--teacher", "{r}/stage1", "--w-min", "1", "--out", "{o}/d"], "its w range and negative prompt are fixed"),
+    (["dmd", "--teacher", "toy2d", "--resolution", "512", "--out", "{o}/d"], "for SD-family teachers"),
     # sample
     (["sample", "--from", "{r}/pd/round-1", "--steps", "3", "--out", "{o}/s.png"], "distilled for 4 steps, not 3"),
     (["sample", "--from", "{r}/cd", "--steps", "9", "--out", "{o}/s.png"], "samples in 1 to 8 steps"),

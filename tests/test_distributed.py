@@ -88,6 +88,18 @@ def test_two_process_match_writes_the_one_process_run(tmp_path):
     assert not list(tmp_path.glob(".*.partial"))
 
 
+@pytest.mark.slow
+def test_two_process_dmd_trains_its_two_networks_in_turns_as_one_process(tmp_path):
+    """DMD's steps reach one network each (generator or fake score): DDP must expect unused weights."""
+    args = ["dmd", "--teacher", "toy2d", "--train-steps", 12, "--fake-updates", 2, "--batch-size", 64, "--log-every", 6]
+    launch(2, "-m", "gdistill", *args, "--out", tmp_path / "two")
+    launch(1, "-m", "gdistill", *args, "--out", tmp_path / "one")
+    two, manifest, _ = load_model(tmp_path / "two")
+    one, _, _ = load_model(tmp_path / "one")
+    assert manifest["kind"] == "dmd"
+    assert_close(two.state_dict(), one.state_dict())
+
+
 FSDP = "examples/accelerate/fsdp_8gpus.yaml"
 
 
