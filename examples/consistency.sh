@@ -7,7 +7,7 @@ set -euo pipefail
 RUNS=${RUNS:-runs/toy-cd}
 
 # One run: the guided teacher's DDIM steps on a 50-step solver grid, the EMA as target network.
-[ -e "$RUNS/cd" ] || gdistill consistency --teacher toy2d --out "$RUNS/cd" --seed 0
+[ -e "$RUNS/cd" ] || gdistill consistency --teacher toy2d --out "$RUNS/cd" --seed 0  # 8,000 steps, pseudo-Huber
 
 # The paper's route for comparison: Stage 1, then 6 halving rounds (256 -> 4 steps).
 [ -e "$RUNS/stage1" ] || gdistill match --teacher toy2d --out "$RUNS/stage1" --seed 0
