@@ -126,9 +126,9 @@ class LoadedRun(NamedTuple):
         return OWN_SAMPLERS.get(self.manifest["kind"], "deterministic")
 
     def sampling_steps(self, steps: int | None, allow_any: bool, warn: Callable[[str], None]) -> int:
-        """--steps, or the run's own grid (256 for a teacher or a Stage-1 model). A round is
-        (or DMD generator) is distilled for its own grid: another step count is refused unless `allow_any`. A consistency
-        run takes any count up to its solver grid's (default 4)."""
+        """--steps, or the run's own grid (256 for a teacher or a Stage-1 model). A round (or a DMD
+        generator) is distilled for its own grid: another step count is refused unless `allow_any`.
+        A consistency run takes any count up to its solver grid's (default 4)."""
         if steps is not None and steps < 1:
             raise GdistillError(f"--steps must be at least 1, got {steps}")
         if self.manifest["kind"] == "consistency":

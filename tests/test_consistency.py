@@ -46,12 +46,11 @@ def test_a_consistency_student_of_toy2d_samples_in_few_steps(tmp_path, cli):
     teacher, _, _ = load_model("toy2d")
     labels = cycle_labels(2000, teacher.num_classes)
     for w in (0.0, 1.0, 2.0, 4.0):
-        reference = sample(teacher, labels, 256, w, seed=1).samples
-        floor = class_energy_distance(sample(teacher, labels, 256, w, seed=2).samples, reference, labels)
+        reference = sample(teacher, labels, 256, w, seed=1).samples  # noise floor 0.0014-0.0019 (docs/consistency.md)
         teacher_4 = class_energy_distance(sample(teacher, labels, 4, w, seed=2).samples, reference, labels)
         distance = {k: class_energy_distance(sample(student, labels, k, w, "consistency", seed=2, solver_steps=50).samples,
                                              reference, labels) for k in (1, 4)}
-        print(f"w={w}: to the 256-step guided teacher: noise floor {floor:.4f}, teacher 4 steps {teacher_4:.4f}, "
+        print(f"w={w}: to the 256-step guided teacher: teacher 4 steps {teacher_4:.4f}, "
               f"consistency 1 step {distance[1]:.4f}, 4 steps {distance[4]:.4f}")
         assert distance[4] < 0.06 and distance[1] < 0.06, (w, distance)
         if w == 4.0:  # where few guided DDIM steps fail worst, one consistency step beats four of them

@@ -94,13 +94,12 @@ def test_a_one_step_dmd_generator_covers_every_mode_of_every_class(tmp_path, cli
     labels = cycle_labels(2000, teacher.num_classes)
     for w in (0.0, 4.0):
         one_step = sample(student, labels, 1, w, "renoise", seed=2).samples
-        least, near = mode_coverage(one_step, labels)
-        teacher_least, teacher_near = mode_coverage(sample(teacher, labels, 256, w, seed=2).samples, labels)
+        least, near = mode_coverage(one_step, labels)  # the 256-step teacher: 0.45-0.46 and 0.98-1.00
         reference = sample(teacher, labels, 256, w, seed=1).samples
         distance = class_energy_distance(one_step, reference, labels)
         teacher_1 = class_energy_distance(sample(teacher, labels, 1, w, seed=2).samples, reference, labels)
-        print(f"w={w}: least-covered mode {least:.2f} (teacher {teacher_least:.2f}), within 4 std {near:.2f} "
-              f"(teacher {teacher_near:.2f}); to the 256-step teacher {distance:.4f} (its 1 step {teacher_1:.4f})")
+        print(f"w={w}: least-covered mode {least:.2f}, within 4 std {near:.2f}; to the 256-step teacher "
+              f"{distance:.4f} (its 1 step {teacher_1:.4f})")
         # every mode of every class keeps at least 30 % of the class's samples (a dropped mode: 0)
         assert least > 0.3, (w, least)
         assert distance < teacher_1 / 4, (w, distance, teacher_1)
