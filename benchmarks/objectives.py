@@ -2,7 +2,7 @@
 (DMD) at 1/2/4/8 steps.
 
     python benchmarks/objectives.py --teacher toy2d                                    # about 15 minutes on 2 CPU cores
-    python benchmarks/objectives.py --teacher digits --n 300 --work runs/bench-digits  # about 75 minutes (less reusing runs)
+    python benchmarks/objectives.py --teacher digits --n 300 --work runs/bench-digits --teacher-steps 64,8,4  # about 3 hours (less reusing runs)
 
 Trains through the real CLI, on one teacher (a built-in, or a teacher run such as a Fashion-MNIST one),
 every route gdistill offers to a few-step w-conditioned student, timing each run:
