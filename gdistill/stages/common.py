@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -150,3 +150,61 @@ def train_and_commit(model: torch.nn.Module, loss_fn: LossFn, config, out: Path,
         commit_run(work, Path(out), manifest, weights)
     state.wait_for_everyone()
     return Path(out)
+
+
+class OneRunStart(NamedTuple):
+    """What a one-run distillation (consistency, dmd) starts from: a guided teacher, or a Stage-1
+    run (then it is also the teacher, and its w range and negative prompt are kept)."""
+    source: Denoiser
+    manifest: dict
+    run: Path
+    from_stage1: bool
+    config: object  # the stage's config with its model kind's preset applied
+    w_min: float
+    w_max: float
+    data: Dataset
+
+
+def start_from_teacher_or_stage1(config, stage: str, method: str) -> OneRunStart:
+    """Load --teacher (a guided teacher or a Stage-1 run), refuse what does not fit it, apply the
+    `stage` preset and pick the training data; seeds torch for the student's initialisation."""
+    from ..config import apply_preset
+    from ..run_folder import load_model
+
+    source, manifest, run = load_model(config.teacher, pipeline_options={"revision": config.revision,
+                                                                         "variant": config.variant})
+    from_stage1 = source.w_conditioned
+    if from_stage1 and manifest["kind"] != "stage1":
+        raise GdistillError(f"{run} is a {manifest['kind']} run: {method} starts from a guided teacher or a "
+                            "Stage-1 run (`gdistill match`)")
+    if from_stage1 and (config.w_min is not None or config.w_max is not None or config.negative_prompt):
+        raise GdistillError(f"{run} is a Stage-1 run: its w range and negative prompt are fixed there; leave "
+                            "--w-min, --w-max and --negative-prompt out")
+    refuse_sd_options(config, manifest, source, run)
+    config = apply_preset(config, source.config["kind"], stage)
+    w_min, w_max = manifest["w_range"] if from_stage1 else (config.w_min, config.w_max)
+    data = distillation_data(source, manifest, config)
+    torch.manual_seed(config.seed)
+    return OneRunStart(source, manifest, Path(run), from_stage1, config, w_min, w_max, data)
+
+
+def commit_one_run(start: OneRunStart, model: torch.nn.Module, loss_fn: LossFn, fields: dict, description: str,
+                   **train_options) -> Path:
+    """Train and commit a one-run distillation: its manifest `fields` (kind, steps, ...) plus the
+    lineage from `start`; an SD-family teacher's negative prompt is the unconditional branch."""
+    import contextlib
+
+    from ..run_folder import lineage, parent_record
+
+    config, source = start.config, start.source
+    manifest = {**fields, "w_range": [start.w_min, start.w_max], "dataset": start.data.spec,
+                "class_names": start.manifest.get("class_names"), "data_range": start.manifest.get("data_range"),
+                "teacher": start.manifest["teacher"] if start.from_stage1 else str(config.teacher),
+                "parent": parent_record(start.run, start.manifest), "lineage": lineage(start.manifest)}
+    if start.manifest.get("pipeline"):
+        manifest.update(pipeline=start.manifest["pipeline"],
+                        negative_prompt=start.manifest.get("negative_prompt", config.negative_prompt))
+    negative = start.data.encoders.encode_prompts([config.negative_prompt])[0].cpu() if config.negative_prompt else None
+    with source.unconditional(negative) if negative is not None else contextlib.nullcontext():
+        return train_and_commit(model, loss_fn, config, Path(config.out), manifest, description,
+                                parent_sha=manifest["parent"]["sha256"], **train_options)
