@@ -172,6 +172,34 @@ def test_latent_cache_gives_the_same_batches_and_recovers_from_damage(sd, tmp_pa
     assert other.cache_hits == 0
 
 
+def test_dmd_generator_with_lora_samples_and_exports_with_the_same_image(sd, tmp_path, cli):
+    """`gdistill dmd --lora-rank` on the tiny SD teacher: a 2-step generator whose adapter is merged
+    into a plain UNet, sampled by re-noising; its export gives gdistill's image in the stock pipeline."""
+    from diffusers import LCMScheduler, StableDiffusionPipeline
+
+    code, _, err = cli("dmd", "--teacher", sd["teacher"], "--data", sd["captions"], "--resolution", RESOLUTION,
+                       "--w-max", 4, "--lora-rank", 4, "--generator-steps", 2, "--fake-updates", 2, "--train-steps", 9,
+                       "--batch-size", 4, "--lr", 1e-3, "--cache", sd["cache"], "--out", tmp_path / "dmd")
+    assert code == 0, err
+    generator, manifest, _ = load_model(tmp_path / "dmd")
+    assert manifest["kind"] == "dmd" and manifest["steps"] == 2 and manifest["settings"]["lora_rank"] == 4
+    assert not any("lora" in k for k in generator.state_dict())
+    teacher_state, state = load_model(sd["teacher"])[0].state_dict(), generator.state_dict()
+    adapted = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"
+    assert torch.equal(state["unet.conv_in.weight"], teacher_state["unet.conv_in.weight"])  # frozen under LoRA
+    assert not torch.equal(state[adapted], teacher_state[adapted])
+    code, _, err = cli("sample", "--from", tmp_path / "dmd", "--w", 2.5, "--prompt", "a red fox", "--seed", 4,
+                       "--out", tmp_path / "fox.png")
+    assert code == 0 and "2 steps, 2 network calls" in err, err
+    code, _, err = cli("export", tmp_path / "dmd", "--out", tmp_path / "dmd-pipe")
+    assert code == 0, err
+    assert "original_inference_steps=2" in (tmp_path / "dmd-pipe" / "README.md").read_text()
+    pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "dmd-pipe")
+    assert isinstance(pipe.scheduler, LCMScheduler)
+    image = pipe("a red fox", num_inference_steps=2, guidance_scale=3.5, generator=torch.Generator().manual_seed(4)).images[0]
+    assert np.array_equal(np.asarray(image), np.asarray(Image.open(tmp_path / "fox.png")))
+
+
 def test_lora_trains_an_adapter_and_writes_a_plain_unet(sd, tmp_path, cli):
     teacher, _, _ = load_model(sd["teacher"])
     teacher.with_latent_size(RESOLUTION // 2)

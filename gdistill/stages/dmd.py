@@ -10,19 +10,17 @@ import copy
 from pathlib import Path
 
 from ..config import DMDConfig
-from ..errors import GdistillError
 from ..models import make_student
 from .common import commit_one_run, prepare_student, start_from_teacher_or_stage1
 from .objectives import DistributionMatching, GeneratorAndFakeScore
 
 
 def dmd(config: DMDConfig) -> Path:
-    if config.lora_rank:
-        raise GdistillError("--lora-rank is not offered for dmd yet: DMD trains the generator and the fake score "
-                            "whole; leave it out")
     start = start_from_teacher_or_stage1(config, "dmd", "distribution matching")
     config = start.config
     generator = prepare_student(make_student(start.source), config)
+    # With --lora-rank each network gets its own adapter over its own frozen copy of the weights
+    # (the fake score's is dropped at the end); LoRA saves their gradients and optimizer state.
     networks = GeneratorAndFakeScore(generator, copy.deepcopy(generator))
     objective = DistributionMatching(start.data, start.source, config, start.w_min, start.w_max)
     return commit_one_run(start, networks, objective, {"kind": "dmd", "steps": config.generator_steps,

@@ -6,7 +6,9 @@ The stock pipeline reads guidance_scale = w + 1 through the UNet's `time_cond_pr
 makes one UNet call a step (docs/latent.md). For Stage 1 and rounds its scheduler is DDIM, with
 trailing spacing and alpha = 1 at the end, which walks gdistill's N-step grid exactly when N divides
 the 1000 training steps; for consistency students it is diffusers' LCMScheduler on the run's solver
-grid, whose times and boundary scalings are gdistill's consistency sampler's (tests/test_latent.py).
+grid, whose times and boundary scalings are gdistill's consistency sampler's (tests/test_latent.py);
+for DMD generators it is LCMScheduler on the generator's own k-step grid with the boundary scalings
+switched off, which is gdistill's renoise sampler (x, then fresh noise between steps).
 """
 from __future__ import annotations
 
@@ -39,6 +41,28 @@ def consistency_scheduler(teacher_scheduler_config: dict, solver_steps: int):
                                     timestep_scaling=10.0, clip_sample=False, thresholding=False)
 
 
+def generator_scheduler(teacher_scheduler_config: dict, generator_steps: int):
+    """diffusers' LCMScheduler as a DMD generator's renoise sampler: its k timesteps are the
+    generator's grid (original_inference_steps = k), and between steps it re-noises the prediction
+    with fresh noise from the pipeline's generator, z_s = a_s x + s_s n, as gdistill does. The LCM
+    boundary scalings c_skip = 0.25 / ((t s)^2 + 0.25), c_out = t s / sqrt((t s)^2 + 0.25) become
+    0 and 1 in floating point at timestep_scaling s = 1e6 (t >= 1000 / k - 1 >= 124): the generator's x
+    is used as it is."""
+    from diffusers import LCMScheduler
+
+    return LCMScheduler.from_config(teacher_scheduler_config, original_inference_steps=generator_steps,
+                                    timestep_scaling=1e6, clip_sample=False, thresholding=False)
+
+
+def student_scheduler_for(manifest: dict, teacher_scheduler_config: dict):
+    """The scheduler that walks a student run's sampler in the stock pipeline."""
+    if manifest["kind"] == "consistency":
+        return consistency_scheduler(teacher_scheduler_config, manifest["solver_steps"])
+    if manifest["kind"] == "dmd":
+        return generator_scheduler(teacher_scheduler_config, manifest["steps"])
+    return student_scheduler(teacher_scheduler_config)
+
+
 def export(run_arg: str, out: Path, overwrite: bool = False) -> Path:
     from diffusers import StableDiffusionPipeline
 
@@ -57,16 +81,15 @@ def export(run_arg: str, out: Path, overwrite: bool = False) -> Path:
                             "use it with `gdistill inpaint`")
     steps = manifest.get("steps")
     if steps and 1000 % steps:
-        raise GdistillError(f"{run} samples in {steps} steps; diffusers' DDIM steps back by 1000 // N, which keeps to "
-                            "the student's grid only when N divides 1000: export a round with 1, 2, 4 or 8 steps")
+        raise GdistillError(f"{run} samples in {steps} steps; diffusers' schedulers step back by 1000 // N, which keeps "
+                            "to the student's grid only when N divides 1000: export a run with 1, 2, 4 or 8 steps")
     out = Path(out)
     work = prepare_output(out, overwrite, resumable=False)
     teacher = pipeline_for(manifest["pipeline"])
     pipe = StableDiffusionPipeline(
         vae=teacher.vae.to("cpu", torch.float32), text_encoder=teacher.text_encoder.to("cpu", torch.float32),
         tokenizer=teacher.tokenizer, unet=model.unet.to("cpu", torch.float32),
-        scheduler=(consistency_scheduler(teacher.scheduler.config, manifest["solver_steps"]) if consistency
-                   else student_scheduler(teacher.scheduler.config)), safety_checker=None,
+        scheduler=student_scheduler_for(manifest, teacher.scheduler.config), safety_checker=None,
         feature_extractor=getattr(teacher, "feature_extractor", None), requires_safety_checker=False)
     pipe.save_pretrained(work, safe_serialization=True)
     (work / "README.md").write_text(model_card(manifest, run, out.name))
@@ -80,18 +103,26 @@ def model_card(manifest: dict, run: Path, name: str) -> str:
     hub_id = SD_TEACHERS.get(source) or (source if source.count("/") == 1 and not Path(source).exists() else None)
     chain = " → ".join((f"round {e['round']}" if e.get("round") else e["kind"]) +
                        (f" ({e['steps']} steps)" if e.get("steps") else "") for e in lineage(manifest))
-    consistency = manifest["kind"] == "consistency"
+    consistency, dmd = manifest["kind"] == "consistency", manifest["kind"] == "dmd"
     n = steps or (4 if consistency else 8)
-    if consistency:
+    if dmd:
+        steps_line = (f"- **Steps:** {steps} (`num_inference_steps={steps}`): a {steps}-step DMD generator, re-noised "
+                      "between steps; one UNet call a step, no guidance batch.")
+    elif consistency:
         steps_line = (f"- **Steps:** a consistency student: any number from 1 to {manifest['solver_steps']} "
                       "(4 is a good start); one UNet call a step, no guidance batch.")
     else:
         steps_line = (f"- **Steps:** {steps} (`num_inference_steps={steps}`); one UNet call a step, no guidance batch."
                       if steps else "- **Steps:** a Stage-1 student: any number; it costs one UNet call a step, "
                       "and step counts dividing 1000 follow gdistill's grid exactly.")
-    scheduler_line = (f"- **Scheduler:** `LCMScheduler`, `original_inference_steps={manifest['solver_steps']}` "
-                      "(the solver grid it was distilled on)." if consistency else
-                      "- **Scheduler:** DDIM, `timestep_spacing=\"trailing\"`, `set_alpha_to_one=True`.")
+    if dmd:
+        scheduler_line = (f"- **Scheduler:** `LCMScheduler`, `original_inference_steps={steps}` (the generator's grid), "
+                          "`timestep_scaling=1e6` (no boundary scalings: the generator's prediction as it is).")
+    elif consistency:
+        scheduler_line = (f"- **Scheduler:** `LCMScheduler`, `original_inference_steps={manifest['solver_steps']}` "
+                          "(the solver grid it was distilled on).")
+    else:
+        scheduler_line = "- **Scheduler:** DDIM, `timestep_spacing=\"trailing\"`, `set_alpha_to_one=True`."
     negative = manifest.get("negative_prompt")
     negative_line = (f"- **Negative prompt:** fixed at training to {negative!r}." if negative else
                      "- **Negative prompt:** none (guided against the empty prompt).")
