@@ -13,7 +13,7 @@ def build_tiny_sd(folder: Path, seed: int = 0, inpainting: bool = False) -> Path
     StableDiffusionInpaintPipeline, as SD's inpainting model."""
     from diffusers import (AutoencoderKL, DDIMScheduler, StableDiffusionInpaintPipeline, StableDiffusionPipeline,
                            UNet2DConditionModel)
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -25,22 +25,66 @@ def build_tiny_sd(folder: Path, seed: int = 0, inpainting: bool = False) -> Path
     vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
                         down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
                         up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=8, sample_size=16)
-    letters = list("abcdefghijklmnopqrstuvwxyz0123456789")
-    vocab = {t: i for i, t in enumerate(["<|startoftext|>", "<|endoftext|>", "<unk>"] + letters + [c + "</w>" for c in letters])}
-    tokens = folder / "tokenizer-src"
-    tokens.mkdir(exist_ok=True)
-    (tokens / "vocab.json").write_text(json.dumps(vocab))
-    (tokens / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(str(tokens / "vocab.json"), str(tokens / "merges.txt"), model_max_length=16)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, vocab_size=len(vocab),
-        max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1))
+    tokenizer = tiny_tokenizer(folder)
+    text_encoder = CLIPTextModel(tiny_text_config(tokenizer))
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
                               set_alpha_to_one=False, steps_offset=1)
     pipeline_class = StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline
     pipe = pipeline_class(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
+    pipe.save_pretrained(folder / "pipeline")
+    return folder / "pipeline"
+
+
+def tiny_tokenizer(folder: Path):
+    """A CLIP tokenizer over a 40-token vocabulary (letters and digits), 16 tokens a prompt."""
+    from transformers import CLIPTokenizer
+
+    letters = list("abcdefghijklmnopqrstuvwxyz0123456789")
+    vocab = {t: i for i, t in enumerate(["<|startoftext|>", "<|endoftext|>", "<unk>"] + letters + [c + "</w>" for c in letters])}
+    tokens = Path(folder) / "tokenizer-src"
+    tokens.mkdir(exist_ok=True)
+    (tokens / "vocab.json").write_text(json.dumps(vocab))
+    (tokens / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(str(tokens / "vocab.json"), str(tokens / "merges.txt"), model_max_length=16)
+
+
+def tiny_text_config(tokenizer, **extra):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                          vocab_size=len(tokenizer), max_position_embeddings=16, bos_token_id=0, eos_token_id=1,
+                          pad_token_id=1, **extra)
+
+
+def build_tiny_sdxl(folder: Path, seed: int = 0, force_zeros_for_empty_prompt: bool = True) -> Path:
+    """A tiny SDXL-shaped pipeline: two CLIP text encoders (the second with a projection: the pooled
+    embedding), a UNet with SDXL's added conditioning (addition_embed_type text_time: pooled text
+    and the 6 size/crop ids), cross-attention on both encoders' states concatenated (32 + 32), and
+    SDXL's default scheduler (Euler, leading spacing)."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        attention_head_dim=4, use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=64, norm_num_groups=8)
+    vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+                        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=8, sample_size=16)
+    tokenizer = tiny_tokenizer(folder)
+    text_encoder = CLIPTextModel(tiny_text_config(tokenizer))
+    text_encoder_2 = CLIPTextModelWithProjection(tiny_text_config(tokenizer, projection_dim=32))
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       steps_offset=1, timestep_spacing="leading")
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                                     tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet, scheduler=scheduler,
+                                     force_zeros_for_empty_prompt=force_zeros_for_empty_prompt, add_watermarker=False)
     pipe.save_pretrained(folder / "pipeline")
     return folder / "pipeline"
 

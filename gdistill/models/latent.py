@@ -1,5 +1,5 @@
-"""The Denoiser adapter of Stable-Diffusion-family UNets, their inpainting condition, and LoRA for
-the student (the pipeline is resolved in sd_pipeline.py; the VAE and text encoder are
+"""The Denoiser adapter of Stable-Diffusion-family UNets (SD 1.5 and SDXL), their inpainting and
+SDXL conditions, and LoRA for the student (the pipeline is resolved in sd_pipeline.py; the VAE and text encoder are
 sd_encoders.SDEncoders). The student is the teacher's `UNet2DConditionModel` rebuilt with `time_cond_proj_dim` (diffusers' own hook: a linear map of the
 guidance embedding added to the timestep features) and that projection zero-initialised, so a fresh
 student equals the teacher's conditional UNet. w is embedded with the very function the stock
@@ -28,6 +28,43 @@ def guidance_scale_embedding(w: torch.Tensor, dim: int = GUIDANCE_EMBEDDING_DIM)
     return StableDiffusionPipeline.get_guidance_scale_embedding(None, w.float().flatten().cpu(), embedding_dim=dim)
 
 
+def is_sdxl_unet(unet_config) -> bool:
+    """SDXL's UNet also reads the pooled text embedding and the size/crop ids (`added_cond_kwargs`)."""
+    return unet_config.get("addition_embed_type") == "text_time"
+
+
+@torch.no_grad()
+def encode_prompts(pipe, prompts: list[str], device) -> torch.Tensor:
+    """Prompts as the condition tensor a LatentUNetDenoiser takes, encoded as the pipeline does
+    (diffusers' encode_prompt): SD's text embeddings (B, T, D); for SDXL the two encoders'
+    penultimate states (B, T, D) and the pooled embedding (B, P), packed as one (B, T D + P) tensor
+    (pack_sdxl_condition)."""
+    out = pipe.encode_prompt(list(prompts), device=device, num_images_per_prompt=1, do_classifier_free_guidance=False)
+    if is_sdxl_unet(pipe.unet.config):
+        return pack_sdxl_condition(out[0], out[2]).float()
+    return out[0].float()
+
+
+def empty_prompt_condition(pipe) -> torch.Tensor:
+    """The unconditional input of classifier-free guidance, as the stock pipeline makes it: the
+    empty prompt's condition, or zeros where an SDXL pipeline has force_zeros_for_empty_prompt."""
+    null = encode_prompts(pipe, [""], "cpu")[0]
+    if is_sdxl_unet(pipe.unet.config) and pipe.config.get("force_zeros_for_empty_prompt", False):
+        return torch.zeros_like(null)
+    return null
+
+
+def pack_sdxl_condition(text: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+    """SDXL's condition as one (B, T D + P) tensor, for the reason pack_inpaint_condition gives."""
+    return torch.cat([text.flatten(1), pooled.to(text.dtype)], 1)
+
+
+def unpack_sdxl_condition(condition: torch.Tensor, text_shape) -> tuple[torch.Tensor, torch.Tensor]:
+    """(text (B, T, D), pooled (B, P))."""
+    n = text_shape[0] * text_shape[1]
+    return condition[:, :n].reshape(len(condition), *text_shape), condition[:, n:]
+
+
 def pack_inpaint_condition(text: torch.Tensor, mask: torch.Tensor, masked_latents: torch.Tensor) -> torch.Tensor:
     """An inpainting model's condition as one (B, L) tensor: the text embedding (B, T, D), then the
     latent-size mask (B, 1, h, w) and the masked image's latents (B, C, h, w), flattened. One tensor
@@ -49,8 +86,10 @@ class LatentUNetDenoiser(Denoiser):
     unconditional input is the empty prompt's embedding (or a negative prompt's), kept as a buffer
     so it travels with the weights. A w-conditioned model gets w through `timestep_cond` (diffusers'
     hook), embedded as the stock pipeline does. An inpainting UNet (9 input channels) also reads the
-    mask and the masked image's latents, packed into the condition (pack_inpaint_condition). The
-    run's config holds the UNet's diffusers config, so build_denoiser rebuilds it."""
+    mask and the masked image's latents, packed into the condition (pack_inpaint_condition). An
+    SDXL UNet also reads the pooled text embedding, packed with the text (pack_sdxl_condition), and
+    the size ids of the image being made (sdxl_time_ids). The run's config holds the UNet's
+    diffusers config, so build_denoiser rebuilds it."""
 
     kind = "sd-unet"
     w_parameters = ("unet.time_embedding.cond_proj.",)
@@ -81,10 +120,13 @@ class LatentUNetDenoiser(Denoiser):
         scheduler = pipe.scheduler.config
         if scheduler.get("prediction_type", "epsilon") != "epsilon":
             raise GdistillError(f"the teacher predicts {scheduler['prediction_type']}; gdistill reads SD teachers as eps models for now")
-        with torch.no_grad():
-            null = pipe.encode_prompt("", "cpu", 1, False)[0][0]
+        null = empty_prompt_condition(pipe)
         unet_config = {k: v for k, v in dict(pipe.unet.config).items() if not k.startswith("_")}
-        config = {"unet": unet_config, "null_embedding_shape": list(null.shape),
+        sdxl = {}
+        if is_sdxl_unet(unet_config):  # the text's shape inside the packed condition; pixels per latent
+            text_shape = [pipe.tokenizer.model_max_length, unet_config["cross_attention_dim"]]
+            sdxl = {"sdxl": {"text_shape": text_shape, "vae_scale_factor": pipe.vae_scale_factor}}
+        config = {"unet": unet_config, "null_embedding_shape": list(null.shape), **sdxl,
                   "latent_size": unet_config["sample_size"],
                   "schedule": {"name": "sd-discrete", "num_train_timesteps": scheduler["num_train_timesteps"],
                                "beta_start": scheduler["beta_start"], "beta_end": scheduler["beta_end"],
@@ -143,8 +185,19 @@ class LatentUNetDenoiser(Denoiser):
             z_in, condition = torch.cat([z, image], 1), text
         else:
             z_in = z
-        out = self.unet(z_in.to(dtype), model_t, encoder_hidden_states=condition.to(dtype), timestep_cond=timestep_cond).sample
+        added = None
+        if "sdxl" in self.config:
+            condition, pooled = unpack_sdxl_condition(condition, self.config["sdxl"]["text_shape"])
+            added = {"text_embeds": pooled.to(dtype), "time_ids": self.sdxl_time_ids(z).to(dtype)}
+        out = self.unet(z_in.to(dtype), model_t, encoder_hidden_states=condition.to(dtype), timestep_cond=timestep_cond,
+                        added_cond_kwargs=added).sample
         return out.to(z.dtype)
+
+    def sdxl_time_ids(self, z: torch.Tensor) -> torch.Tensor:
+        """SDXL's size and crop conditioning as the stock pipeline makes it for an image of z's size:
+        (original H, W, crop top, left, target H, W) = (H, W, 0, 0, H, W) in pixels."""
+        h, w = (n * self.config["sdxl"]["vae_scale_factor"] for n in z.shape[-2:])
+        return torch.tensor([h, w, 0, 0, h, w], device=z.device, dtype=torch.float32).expand(len(z), 6)
 
     # --- training options ---------------------------------------------------------------------
     def add_lora(self, rank: int) -> None:

@@ -1,4 +1,4 @@
-"""The frozen VAE and text encoder of a run's diffusers teacher (`SDEncoders`): prompts -> text
+"""The frozen VAE and text encoder(s) of a run's diffusers teacher (`SDEncoders`): prompts -> text
 embeddings, images <-> latents, and the condition of inpainting UNets."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import torch
 
-from .latent import pack_inpaint_condition
+from .latent import encode_prompts, is_sdxl_unet, pack_inpaint_condition
 from .sd_pipeline import pipeline_for
 
 
@@ -19,9 +19,15 @@ class SDEncoders:
     def __init__(self, record: dict):
         self.record = record
         self.pipe = pipeline_for(record)
-        self.pipe.vae.requires_grad_(False).eval()
-        self.pipe.text_encoder.requires_grad_(False).eval()
+        for module in self.frozen_modules:
+            module.requires_grad_(False).eval()
         self.device = torch.device("cpu")
+
+    @property
+    def frozen_modules(self) -> list[torch.nn.Module]:
+        """The VAE and the text encoder(s) (SDXL has two)."""
+        return [m for m in (self.pipe.vae, self.pipe.text_encoder, getattr(self.pipe, "text_encoder_2", None))
+                if m is not None]
 
     @property
     def latent_channels(self) -> int:
@@ -35,15 +41,19 @@ class SDEncoders:
         device = torch.device(device)
         dtype = torch.float16 if device.type == "cuda" else torch.float32
         if device != self.device:
-            self.pipe.vae.to(device, dtype)
-            self.pipe.text_encoder.to(device, dtype)
+            for module in self.frozen_modules:
+                # SDXL's VAE overflows in float16 (its config says force_upcast): it stays float32, as
+                # the SDXL pipeline upcasts it
+                upcast = (module is self.pipe.vae and is_sdxl_unet(self.pipe.unet.config)
+                          and self.pipe.vae.config.get("force_upcast", False))
+                module.to(device, torch.float32 if upcast else dtype)
             self.device = device
         return self
 
     def fingerprint(self) -> str:
         """Identifies the encoders' weights (for the latent cache): a few tensors' bytes."""
         h = hashlib.sha256(json.dumps(self.record, sort_keys=True).encode())
-        for module in (self.pipe.vae, self.pipe.text_encoder):
+        for module in self.frozen_modules:
             params = list(module.parameters())
             for tensor in (params[0], params[len(params) // 2], params[-1]):
                 h.update(tensor.detach().flatten()[:1 << 16].float().cpu().numpy().tobytes())
@@ -51,7 +61,7 @@ class SDEncoders:
 
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        return self.pipe.encode_prompt(list(prompts), self.device, 1, False)[0].float()
+        return encode_prompts(self.pipe, prompts, self.device)
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """Resolving --teacher to a Stable-Diffusion-family diffusers pipeline without surprises offline
-(`sd15` / `sd15-inpaint` from the hub, a pipeline folder, a single checkpoint file), the record runs
+(`sd15` / `sd15-inpaint` / `sdxl` from the hub, a pipeline folder, a single checkpoint file), the record runs
 keep of it (the manifest's `pipeline`), and the teacher `load_model` answers for it.
 """
 from __future__ import annotations
@@ -13,11 +13,12 @@ import torch
 
 from ..errors import GdistillError
 from ..run_folder import MANIFEST, WEIGHTS
-from .latent import LatentUNetDenoiser
+from .latent import LatentUNetDenoiser, is_sdxl_unet
 
-# The maintained copies of the SD 1.5 weights on the Hugging Face hub.
+# The maintained copies of the SD 1.5 and SDXL weights on the Hugging Face hub.
 SD_TEACHERS = {"sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
-               "sd15-inpaint": "stable-diffusion-v1-5/stable-diffusion-inpainting"}
+               "sd15-inpaint": "stable-diffusion-v1-5/stable-diffusion-inpainting",
+               "sdxl": "stabilityai/stable-diffusion-xl-base-1.0"}
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 
 
@@ -43,14 +44,14 @@ def load_sd_pipeline(teacher: str, revision: str | None = None, variant: str | N
                      torch_dtype: torch.dtype | None = None):
     """A diffusers pipeline for --teacher: `sd15` / `sd15-inpaint` (the hub), a diffusers folder,
     or a single-file checkpoint (.safetensors / .ckpt)."""
-    from diffusers import DiffusionPipeline, StableDiffusionPipeline
+    from diffusers import DiffusionPipeline
 
     path = Path(teacher)
     kwargs = {k: v for k, v in (("revision", revision), ("variant", variant), ("torch_dtype", torch_dtype)) if v is not None}
     if teacher in SD_TEACHERS and not path.exists():
         repo = SD_TEACHERS[teacher]
         try:
-            return DiffusionPipeline.from_pretrained(repo, safety_checker=None, **kwargs)
+            return DiffusionPipeline.from_pretrained(repo, **_no_safety_checker(teacher != "sdxl"), **kwargs)
         except (OSError, ValueError) as e:
             raise GdistillError(
                 f"cannot load --teacher {teacher} ({repo}) from the Hugging Face hub ({_first_line(e)}): offline "
@@ -61,17 +62,38 @@ def load_sd_pipeline(teacher: str, revision: str | None = None, variant: str | N
             raise GdistillError(f"--teacher {path} is not a diffusers pipeline folder (model_index.json is missing): "
                                 f"pass such a folder, a single checkpoint file, or one of {', '.join(SD_TEACHERS)}")
         try:
-            return DiffusionPipeline.from_pretrained(str(path), safety_checker=None, **kwargs)
+            has_checker = "safety_checker" in json.loads((path / "model_index.json").read_text())
+            return DiffusionPipeline.from_pretrained(str(path), **_no_safety_checker(has_checker), **kwargs)
         except (OSError, ValueError) as e:
             raise GdistillError(f"cannot load the pipeline folder {path}: {_first_line(e)}") from None
     if path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES:
         try:
-            return StableDiffusionPipeline.from_single_file(str(path), **kwargs)
+            return single_file_pipeline_class(path).from_single_file(str(path), **kwargs)
         except (OSError, ValueError) as e:
             raise GdistillError(f"cannot load the checkpoint {path} ({_first_line(e)}): offline, single-file loading "
                                 "needs the model's config cached; use a diffusers folder instead") from None
     raise GdistillError(f"--teacher {teacher} does not exist: pass {', '.join(SD_TEACHERS)}, a diffusers pipeline "
                         f"folder or a single checkpoint file ({', '.join(SINGLE_FILE_SUFFIXES)})")
+
+
+def _no_safety_checker(has_one: bool) -> dict:
+    """SD 1.5 pipelines load without their safety checker (gdistill scores and distills images; the
+    user decides what to filter); SDXL pipelines have none to leave out."""
+    return {"safety_checker": None} if has_one else {}
+
+
+def single_file_pipeline_class(path: Path):
+    """StableDiffusionXLPipeline for an SDXL checkpoint (its second text encoder's weights are under
+    `conditioner.embedders.1.`, read from the .safetensors header alone), else StableDiffusionPipeline."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            if any(key.startswith("conditioner.embedders.1.") for key in f.keys()):
+                return StableDiffusionXLPipeline
+    return StableDiffusionPipeline
 
 
 @functools.lru_cache(maxsize=1)
@@ -95,6 +117,9 @@ def load_pipeline_teacher(teacher: str, revision: str | None = None, variant: st
         raise GdistillError(f"--teacher {teacher}'s UNet takes {pipe.unet.config.in_channels} input channels, its "
                             f"VAE makes {latent}: gdistill distills text-to-image ({latent}) and inpainting "
                             f"({2 * latent + 1}: latents, mask, masked-image latents) UNets")
+    if is_sdxl_unet(pipe.unet.config) and pipe.unet.config.in_channels != latent:
+        raise GdistillError(f"--teacher {teacher} is an SDXL inpainting UNet: gdistill distills SDXL text-to-image "
+                            "UNets; inpainting is for SD 1.5-family teachers (sd15-inpaint) for now")
     model = LatentUNetDenoiser.from_pipeline(pipe).eval().requires_grad_(False)
     # Runs name their parent by the weights' sha256; a pipeline is named by its record instead
     # (hashing gigabytes of weights on every start would cost more than it tells).

@@ -1,6 +1,7 @@
 """`gdistill export RUN --out DIR`: a distilled SD-family student as a complete diffusers pipeline
-folder (the teacher's VAE, text encoder and tokenizer, the student's UNet, a scheduler that walks the
-student's grid) with a model card, so `StableDiffusionPipeline.from_pretrained(DIR)` samples it.
+folder (the teacher's VAE, text encoder(s) and tokenizer(s), the student's UNet, a scheduler that
+walks the student's grid) with a model card, so `StableDiffusionPipeline.from_pretrained(DIR)` (or
+`StableDiffusionXLPipeline` for SDXL students) samples it.
 
 The stock pipeline reads guidance_scale = w + 1 through the UNet's `time_cond_proj_dim` and then
 makes one UNet call a step (docs/latent.md). For Stage 1 and rounds its scheduler is DDIM, with
@@ -19,6 +20,7 @@ import torch
 from .. import __version__
 from ..errors import GdistillError
 from ..files import prepare_output, publish_dir
+from ..models.latent import is_sdxl_unet
 from ..models.sd_pipeline import SD_TEACHERS, pipeline_for
 from ..run_folder import is_text_run, lineage, load_model
 
@@ -64,8 +66,6 @@ def student_scheduler_for(manifest: dict, teacher_scheduler_config: dict):
 
 
 def export(run_arg: str, out: Path, overwrite: bool = False) -> Path:
-    from diffusers import StableDiffusionPipeline
-
     model, manifest, run = load_model(run_arg)
     if not is_text_run(manifest):
         raise GdistillError(f"{run} is a {model.kind} run: export writes diffusers Stable Diffusion pipelines, "
@@ -86,17 +86,35 @@ def export(run_arg: str, out: Path, overwrite: bool = False) -> Path:
     out = Path(out)
     work = prepare_output(out, overwrite, resumable=False)
     teacher = pipeline_for(manifest["pipeline"])
-    pipe = StableDiffusionPipeline(
-        vae=teacher.vae.to("cpu", torch.float32), text_encoder=teacher.text_encoder.to("cpu", torch.float32),
-        tokenizer=teacher.tokenizer, unet=model.unet.to("cpu", torch.float32),
-        scheduler=student_scheduler_for(manifest, teacher.scheduler.config), safety_checker=None,
-        feature_extractor=getattr(teacher, "feature_extractor", None), requires_safety_checker=False)
+    unet = model.unet.to("cpu", torch.float32)
+    unet.register_to_config(sample_size=model.data_shape[-1])  # the pipeline's default size: the one distilled at
+    scheduler = student_scheduler_for(manifest, teacher.scheduler.config)
+    pipe = student_pipeline(teacher, unet, scheduler)
     pipe.save_pretrained(work, safe_serialization=True)
-    (work / "README.md").write_text(model_card(manifest, run, out.name))
+    size = model.data_shape[-1] * teacher.vae_scale_factor
+    (work / "README.md").write_text(model_card(manifest, run, out.name, type(pipe).__name__, size))
     return publish_dir(work, out)
 
 
-def model_card(manifest: dict, run: Path, name: str) -> str:
+def student_pipeline(teacher, unet, scheduler):
+    """The teacher's pipeline class with its VAE, text encoder(s) and tokenizer(s), the student's
+    UNet and scheduler, no safety checker: StableDiffusionPipeline, or StableDiffusionXLPipeline
+    (keeping the teacher's force_zeros_for_empty_prompt; no watermarker, which would change the image)."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    vae, text_encoder = teacher.vae.to("cpu", torch.float32), teacher.text_encoder.to("cpu", torch.float32)
+    if is_sdxl_unet(unet.config):
+        return StableDiffusionXLPipeline(
+            vae=vae, text_encoder=text_encoder, text_encoder_2=teacher.text_encoder_2.to("cpu", torch.float32),
+            tokenizer=teacher.tokenizer, tokenizer_2=teacher.tokenizer_2, unet=unet, scheduler=scheduler,
+            force_zeros_for_empty_prompt=teacher.config.get("force_zeros_for_empty_prompt", True), add_watermarker=False)
+    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=teacher.tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None,
+                                   feature_extractor=getattr(teacher, "feature_extractor", None),
+                                   requires_safety_checker=False)
+
+
+def model_card(manifest: dict, run: Path, name: str, pipeline_class: str, size: int) -> str:
     steps = manifest.get("steps")
     w_min, w_max = manifest["w_range"]
     source = manifest["pipeline"]["source"]
@@ -126,8 +144,11 @@ def model_card(manifest: dict, run: Path, name: str) -> str:
     negative = manifest.get("negative_prompt")
     negative_line = (f"- **Negative prompt:** fixed at training to {negative!r}." if negative else
                      "- **Negative prompt:** none (guided against the empty prompt).")
+    sdxl = pipeline_class == "StableDiffusionXLPipeline"
+    # SDXL pipelines add an invisible watermark when the package is installed, unless told not to
+    watermark, load_extra = (" or watermarker", ", add_watermarker=False") if sdxl else ("", "")
     front = ["---", "library_name: diffusers", "pipeline_tag: text-to-image",
-             "tags: [stable-diffusion, text-to-image, guidance-distillation, gdistill]"]
+             f"tags: [stable-diffusion{', stable-diffusion-xl' if sdxl else ''}, text-to-image, guidance-distillation, gdistill]"]
     if hub_id:
         front.append(f"base_model: {hub_id}")
     front.append("---")
@@ -145,15 +166,16 @@ two UNet calls a step, distilled into one UNet that takes the guidance strength 
 {negative_line} The pipeline's `negative_prompt` argument has no effect on this
   model: it runs no unconditional pass.
 {scheduler_line}
-- No safety checker is included. The teacher's license applies to these weights.
+- **Size:** distilled at {size}x{size} pixels, the pipeline's default.
+- No safety checker{watermark} is included. The teacher's license applies to these weights.
 
 ## Load it
 
 ```python
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import {pipeline_class}
 
-pipe = StableDiffusionPipeline.from_pretrained("{name}")
+pipe = {pipeline_class}.from_pretrained("{name}"{load_extra})
 image = pipe("a red fox in snow", num_inference_steps={n}, guidance_scale=7.5,
              generator=torch.Generator().manual_seed(0)).images[0]
 ```
