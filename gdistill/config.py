@@ -138,6 +138,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                 "w_min": 0.0, "w_max": 14.0, "generator_steps": 1, "fake_updates": 5},
     },
 }
+# SD3-family transformers: as SD, with w up to 9 (guidance_scale 10); SD3 samples at 7 (w = 6),
+# SD3.5 at 3.5 to 4.5
+PRESETS["sd3-transformer"] = {stage: {**values, **({"w_max": 9.0} if "w_max" in values else {})}
+                              for stage, values in PRESETS["sd-unet"].items()}
 MIXED_PRECISION = ("no", "fp16", "bf16")
 CONSISTENCY_LOSSES = ("l2", "huber")
 

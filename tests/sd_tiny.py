@@ -89,6 +89,36 @@ def build_tiny_sdxl(folder: Path, seed: int = 0, force_zeros_for_empty_prompt: b
     return folder / "pipeline"
 
 
+def build_tiny_sd3(folder: Path, seed: int = 0) -> Path:
+    """A tiny SD3-shaped pipeline: the MMDiT (SD3Transformer2DModel, patch 1), two CLIP text encoders
+    with projections (their pooled outputs joined: 64), no T5 (the pipeline's supported way to drop
+    it: its text slots are zeros), a VAE with SD3's shift and scaling factors, and the rectified-flow
+    scheduler with SD3's shift 3."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(sample_size=8, patch_size=1, in_channels=4, num_layers=2, attention_head_dim=8,
+                                        num_attention_heads=4, joint_attention_dim=64, caption_projection_dim=32,
+                                        pooled_projection_dim=64, out_channels=4, pos_embed_max_size=16)
+    vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+                        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=8, sample_size=16,
+                        scaling_factor=1.5305, shift_factor=0.0609)
+    tokenizer = tiny_tokenizer(folder)
+    encoders = [CLIPTextModelWithProjection(tiny_text_config(tokenizer, projection_dim=32)) for _ in range(2)]
+    pipe = StableDiffusion3Pipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
+                                    text_encoder=encoders[0], tokenizer=tokenizer, text_encoder_2=encoders[1],
+                                    tokenizer_2=tokenizer, text_encoder_3=None, tokenizer_3=None)
+    pipe.save_pretrained(folder / "pipeline")
+    index = json.loads((folder / "pipeline" / "model_index.json").read_text())  # absent, as diffusers writes it
+    index.update(text_encoder_3=[None, None], tokenizer_3=[None, None])
+    (folder / "pipeline" / "model_index.json").write_text(json.dumps(index))
+    return folder / "pipeline"
+
+
 def write_caption_folder(folder: Path, captions: list[str], seed: int = 0, size: tuple[int, int] = (20, 24)) -> Path:
     """NAME.jpg + NAME.txt pairs: one noisy flat colour per caption (height, width = size)."""
     import numpy as np

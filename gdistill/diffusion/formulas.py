@@ -1,8 +1,10 @@
 """The paper's formulas as pure functions over tensors (no models, no files).
 
 Notation (Salimans & Ho 2022, "Progressive Distillation"; Meng et al. 2023, "On Distillation of
-Guided Diffusion Models"): z_t = a_t x + s_t e, a_t^2 + s_t^2 = 1. Per-example times t have shape (B,);
-they broadcast over the remaining dimensions of z.
+Guided Diffusion Models"): z_t = a_t x + s_t e, with a_t^2 + s_t^2 = 1 for variance-preserving
+schedules and a_t + s_t = 1 for the rectified flow (the v conversions below assume the former, the
+flow one the latter). Per-example times t have shape (B,); they broadcast over the remaining
+dimensions of z.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from .schedules import Schedule
 # x_hat = predict_x(z_t, t): any denoiser with its condition and w already bound.
 PredictX = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-PARAMETERIZATIONS = ("x", "eps", "v")
+PARAMETERIZATIONS = ("x", "eps", "v")  # what `gdistill teach` trains; SD3-family teachers predict "flow"
 LOSS_WEIGHTINGS = ("snr-trunc", "v-mse", "snr", "x-mse")
 
 
@@ -51,6 +53,11 @@ def x_from_v(z, v, a, s):
     return a * z - s * v
 
 
+def x_from_flow(z, v, a, s):
+    """The rectified flow's velocity v = e - x (SD3): x = z - s v, as z = (1 - s) x + s e."""
+    return z - s * v
+
+
 def x_from_prediction(prediction, z, a, s, parameterization: str):
     """The network's raw output, read as `parameterization`, converted to x."""
     if parameterization == "x":
@@ -59,7 +66,9 @@ def x_from_prediction(prediction, z, a, s, parameterization: str):
         return x_from_eps(z, prediction, a, s)
     if parameterization == "v":
         return x_from_v(z, prediction, a, s)
-    raise ValueError(f"unknown parameterization {parameterization!r} (known: {PARAMETERIZATIONS})")
+    if parameterization == "flow":
+        return x_from_flow(z, prediction, a, s)
+    raise ValueError(f"unknown parameterization {parameterization!r} (known: {PARAMETERIZATIONS}, flow)")
 
 
 def diffuse(x, eps, a, s):

@@ -1,5 +1,7 @@
 """Noise schedules behind one interface: t in [0, 1] -> (a_t, s_t), the network's time input,
-and how training draws t. Variance preserving: a_t^2 + s_t^2 = 1, l_t = log(a_t^2 / s_t^2)."""
+and how training draws t; l_t = log(a_t^2 / s_t^2). The cosine and SD schedules are variance
+preserving (a_t^2 + s_t^2 = 1); the rectified flow of SD3-family teachers is not (a_t + s_t = 1).
+Every formula in formulas.py holds for any (a_t, s_t)."""
 from __future__ import annotations
 
 import math
@@ -112,6 +114,35 @@ class DiscreteSchedule(Schedule):
                 "beta_schedule": self.beta_schedule}
 
 
+@dataclass
+class FlowMatchSchedule(Schedule):
+    """The rectified flow of SD3-family teachers (diffusers' FlowMatchEulerDiscreteScheduler):
+    z = (1 - s) x + s e with s = shift t / (1 + (shift - 1) t), the shifted sigma; the network's time
+    input is 1000 s. A uniform N-step grid in t is the stock scheduler's `sigmas=[1, (N-1)/N, ...]`,
+    and DDIM on it is the scheduler's Euler step (formulas.ddim_step)."""
+
+    shift: float = 3.0
+    num_train_timesteps: int = 1000
+    name: str = "flow-match"
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.double()
+        return self.shift * t / (1 + (self.shift - 1) * t)
+
+    def alpha_sigma(self, t):
+        s = self.sigma(t)
+        return (1 - s).to(t.dtype), s.to(t.dtype)
+
+    def model_time(self, t):
+        return (self.sigma(t) * self.num_train_timesteps).to(t.dtype)
+
+    def sample_t(self, batch, generator=None):
+        return 1.0 - torch.rand(batch, generator=generator)  # (0, 1]
+
+    def to_config(self):
+        return asdict(self)
+
+
 def schedule_from_config(config: dict) -> Schedule:
     config = dict(config)
     name = config.pop("name", "cosine")
@@ -119,4 +150,6 @@ def schedule_from_config(config: dict) -> Schedule:
         return CosineSchedule(**config)
     if name == "sd-discrete":
         return DiscreteSchedule(**config)
-    raise ValueError(f"unknown schedule {name!r} (known: cosine, sd-discrete)")
+    if name == "flow-match":
+        return FlowMatchSchedule(**config)
+    raise ValueError(f"unknown schedule {name!r} (known: cosine, sd-discrete, flow-match)")

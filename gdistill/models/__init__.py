@@ -6,10 +6,11 @@ import copy
 from .base import Denoiser, GuidanceEmbedding, calls_per_step, denoise_fn, guided_predict_x  # noqa: F401
 from .latent import LatentUNetDenoiser
 from .pixel import PixelUNetDenoiser
+from .sd3 import LatentTransformerDenoiser
 from .toy import ToyMLPDenoiser
 
 MODEL_KINDS = {PixelUNetDenoiser.kind: PixelUNetDenoiser, ToyMLPDenoiser.kind: ToyMLPDenoiser,
-               LatentUNetDenoiser.kind: LatentUNetDenoiser}
+               LatentUNetDenoiser.kind: LatentUNetDenoiser, LatentTransformerDenoiser.kind: LatentTransformerDenoiser}
 
 
 def build_denoiser(config: dict) -> Denoiser:

@@ -26,8 +26,8 @@ class SDEncoders:
     @property
     def frozen_modules(self) -> list[torch.nn.Module]:
         """The VAE and the text encoder(s) (SDXL has two)."""
-        return [m for m in (self.pipe.vae, self.pipe.text_encoder, getattr(self.pipe, "text_encoder_2", None))
-                if m is not None]
+        return [m for m in (self.pipe.vae, self.pipe.text_encoder, getattr(self.pipe, "text_encoder_2", None),
+                            getattr(self.pipe, "text_encoder_3", None)) if m is not None]
 
     @property
     def latent_channels(self) -> int:
@@ -37,6 +37,16 @@ class SDEncoders:
     def scale_factor(self) -> int:
         return self.pipe.vae_scale_factor
 
+    @property
+    def denoiser(self):
+        """The pipeline's denoising network: a UNet (SD 1.5, SDXL) or a transformer (SD3)."""
+        return getattr(self.pipe, "unet", None) or self.pipe.transformer
+
+    @property
+    def native_resolution(self) -> int:
+        """The image size the teacher was made for, in pixels (512 for SD 1.5, 1024 for SDXL)."""
+        return self.denoiser.config.sample_size * self.scale_factor
+
     def to(self, device) -> SDEncoders:
         device = torch.device(device)
         dtype = torch.float16 if device.type == "cuda" else torch.float32
@@ -44,7 +54,7 @@ class SDEncoders:
             for module in self.frozen_modules:
                 # SDXL's VAE overflows in float16 (its config says force_upcast): it stays float32, as
                 # the SDXL pipeline upcasts it
-                upcast = (module is self.pipe.vae and is_sdxl_unet(self.pipe.unet.config)
+                upcast = (module is self.pipe.vae and is_sdxl_unet(self.denoiser.config)
                           and self.pipe.vae.config.get("force_upcast", False))
                 module.to(device, torch.float32 if upcast else dtype)
             self.device = device
@@ -67,7 +77,12 @@ class SDEncoders:
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         vae = self.pipe.vae
         posterior = vae.encode(images.to(self.device, vae.dtype)).latent_dist
-        return (posterior.mean * vae.config.scaling_factor).float()
+        # SD3's VAE also shifts: latents = (mean - shift_factor) * scaling_factor, as its pipeline
+        return ((posterior.mean - self.shift_factor) * vae.config.scaling_factor).float()
+
+    @property
+    def shift_factor(self) -> float:
+        return self.pipe.vae.config.get("shift_factor") or 0.0
 
     @torch.no_grad()
     def inpaint_condition(self, texts: torch.Tensor, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -82,6 +97,6 @@ class SDEncoders:
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1], (n, 3, H, W), on the CPU."""
         vae = self.pipe.vae
-        out = [vae.decode((z.to(self.device, vae.dtype) / vae.config.scaling_factor)).sample.float().cpu()
+        out = [vae.decode(z.to(self.device, vae.dtype) / vae.config.scaling_factor + self.shift_factor).sample.float().cpu()
                for z in latents.split(8)]
         return torch.cat(out).clamp(-1, 1)

@@ -1,5 +1,5 @@
 """Resolving --teacher to a Stable-Diffusion-family diffusers pipeline without surprises offline
-(`sd15` / `sd15-inpaint` / `sdxl` from the hub, a pipeline folder, a single checkpoint file), the record runs
+(`sd15` / `sd15-inpaint` / `sdxl` / `sd3` from the hub, a pipeline folder, a single checkpoint file), the record runs
 keep of it (the manifest's `pipeline`), and the teacher `load_model` answers for it.
 """
 from __future__ import annotations
@@ -15,10 +15,11 @@ from ..errors import GdistillError
 from ..run_folder import MANIFEST, WEIGHTS
 from .latent import LatentUNetDenoiser, is_sdxl_unet
 
-# The maintained copies of the SD 1.5 and SDXL weights on the Hugging Face hub.
+# The maintained copies of the SD 1.5, SDXL and SD 3.5 medium weights on the Hugging Face hub.
 SD_TEACHERS = {"sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
                "sd15-inpaint": "stable-diffusion-v1-5/stable-diffusion-inpainting",
-               "sdxl": "stabilityai/stable-diffusion-xl-base-1.0"}
+               "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
+               "sd3": "stabilityai/stable-diffusion-3.5-medium"}
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 
 
@@ -51,7 +52,7 @@ def load_sd_pipeline(teacher: str, revision: str | None = None, variant: str | N
     if teacher in SD_TEACHERS and not path.exists():
         repo = SD_TEACHERS[teacher]
         try:
-            return DiffusionPipeline.from_pretrained(repo, **_no_safety_checker(teacher != "sdxl"), **kwargs)
+            return DiffusionPipeline.from_pretrained(repo, **_no_safety_checker(teacher.startswith("sd15")), **kwargs)
         except (OSError, ValueError) as e:
             raise GdistillError(
                 f"cannot load --teacher {teacher} ({repo}) from the Hugging Face hub ({_first_line(e)}): offline "
@@ -62,8 +63,11 @@ def load_sd_pipeline(teacher: str, revision: str | None = None, variant: str | N
             raise GdistillError(f"--teacher {path} is not a diffusers pipeline folder (model_index.json is missing): "
                                 f"pass such a folder, a single checkpoint file, or one of {', '.join(SD_TEACHERS)}")
         try:
-            has_checker = "safety_checker" in json.loads((path / "model_index.json").read_text())
-            return DiffusionPipeline.from_pretrained(str(path), **_no_safety_checker(has_checker), **kwargs)
+            index = json.loads((path / "model_index.json").read_text())
+            # a component recorded as [null, null] is absent by choice (an SD3 folder without T5)
+            absent = {k: None for k, v in index.items() if isinstance(v, list) and v[0] is None}
+            return DiffusionPipeline.from_pretrained(str(path), **{**absent, **_no_safety_checker("safety_checker" in index)},
+                                                     **kwargs)
         except (OSError, ValueError) as e:
             raise GdistillError(f"cannot load the pipeline folder {path}: {_first_line(e)}") from None
     if path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES:
@@ -83,16 +87,20 @@ def _no_safety_checker(has_one: bool) -> dict:
 
 
 def single_file_pipeline_class(path: Path):
-    """StableDiffusionXLPipeline for an SDXL checkpoint (its second text encoder's weights are under
-    `conditioner.embedders.1.`, read from the .safetensors header alone), else StableDiffusionPipeline."""
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    """The pipeline class of a single-file checkpoint, told from the .safetensors header's keys alone:
+    StableDiffusion3Pipeline for SD3 (its MMDiT's `joint_blocks`), StableDiffusionXLPipeline for SDXL
+    (a second text encoder under `conditioner.embedders.1.`), else StableDiffusionPipeline."""
+    from diffusers import StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
         with safe_open(str(path), "pt") as f:
-            if any(key.startswith("conditioner.embedders.1.") for key in f.keys()):
-                return StableDiffusionXLPipeline
+            keys = list(f.keys())
+        if any(key.startswith("model.diffusion_model.joint_blocks.") for key in keys):
+            return StableDiffusion3Pipeline
+        if any(key.startswith("conditioner.embedders.1.") for key in keys):
+            return StableDiffusionXLPipeline
     return StableDiffusionPipeline
 
 
@@ -112,6 +120,26 @@ def load_pipeline_teacher(teacher: str, revision: str | None = None, variant: st
     for a run: the manifest names the pipeline instead of holding weights."""
     record = pipeline_record(teacher, revision, variant)
     pipe = pipeline_for(record)
+    model = pipeline_denoiser(pipe, teacher).eval().requires_grad_(False)
+    # Runs name their parent by the weights' sha256; a pipeline is named by its record instead
+    # (hashing gigabytes of weights on every start would cost more than it tells).
+    identity = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+    manifest = {"kind": "teacher", "steps": None, "w_range": None, "dataset": None, "pipeline": record,
+                "model": model.config, "parameterization": model.parameterization,
+                "files": {WEIGHTS: identity}, "lineage": []}
+    return model, manifest, record["source"]
+
+
+def pipeline_denoiser(pipe, teacher: str):
+    """The teacher Denoiser of a pipeline: its UNet (SD 1.5, SDXL) or its SD3 transformer."""
+    from .sd3 import LatentTransformerDenoiser, is_sd3_transformer
+
+    if getattr(pipe, "unet", None) is None:
+        network = getattr(pipe, "transformer", None)
+        if network is None or not is_sd3_transformer(network):
+            raise GdistillError(f"--teacher {teacher} is a {type(pipe).__name__} with a {type(network).__name__}: "
+                                "gdistill distills SD 1.5- and SDXL-family UNets and SD3-family transformers")
+        return LatentTransformerDenoiser.from_pipeline(pipe)
     latent = pipe.vae.config.latent_channels
     if pipe.unet.config.in_channels not in (latent, 2 * latent + 1):
         raise GdistillError(f"--teacher {teacher}'s UNet takes {pipe.unet.config.in_channels} input channels, its "
@@ -120,14 +148,7 @@ def load_pipeline_teacher(teacher: str, revision: str | None = None, variant: st
     if is_sdxl_unet(pipe.unet.config) and pipe.unet.config.in_channels != latent:
         raise GdistillError(f"--teacher {teacher} is an SDXL inpainting UNet: gdistill distills SDXL text-to-image "
                             "UNets; inpainting is for SD 1.5-family teachers (sd15-inpaint) for now")
-    model = LatentUNetDenoiser.from_pipeline(pipe).eval().requires_grad_(False)
-    # Runs name their parent by the weights' sha256; a pipeline is named by its record instead
-    # (hashing gigabytes of weights on every start would cost more than it tells).
-    identity = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
-    manifest = {"kind": "teacher", "steps": None, "w_range": None, "dataset": None, "pipeline": record,
-                "model": model.config, "parameterization": model.parameterization,
-                "files": {WEIGHTS: identity}, "lineage": []}
-    return model, manifest, record["source"]
+    return LatentUNetDenoiser.from_pipeline(pipe)
 
 
 def _first_line(error: Exception) -> str:

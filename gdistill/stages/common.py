@@ -34,10 +34,9 @@ def training_data(data: str | None, manifest: dict, cache: str | None = None,
         raise GdistillError("an SD-family teacher needs --data: a folder of NAME.jpg + NAME.txt, a .jsonl/.csv "
                             "table with image and text columns, or webdataset shards ('shards/{00000..00099}.tar')")
     encoders = SDEncoders(manifest["pipeline"])
-    resolution = resolution or recorded.get("resolution") or \
-        encoders.pipe.unet.config.sample_size * encoders.scale_factor  # the UNet's native size
-    unet = manifest["model"]["unet"]
-    kind = InpaintingCaptionData if unet["in_channels"] != unet["out_channels"] else LatentCaptionData
+    resolution = resolution or recorded.get("resolution") or encoders.native_resolution
+    network = manifest["model"].get("unet") or manifest["model"]["transformer"]
+    kind = InpaintingCaptionData if network["in_channels"] != network["out_channels"] else LatentCaptionData
     return kind(CaptionDataset(source, resolution), encoders, cache)
 
 
