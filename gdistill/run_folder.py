@@ -53,7 +53,7 @@ def resolve_run(arg: str | Path) -> Path:
         return path
     if not path.exists():
         raise GdistillError(f"run {path} does not exist: pass a run directory, a built-in teacher ({', '.join(BUILTIN_TEACHERS)}) "
-                            "or an SD-family teacher (sd15, sdxl, a diffusers pipeline folder, a .safetensors checkpoint)")
+                            "or an SD-family teacher (sd15, sdxl, sd3, a diffusers pipeline folder, a .safetensors checkpoint)")
     if not (path / MANIFEST).is_file():
         hint = ""
         if (path / "round-1").is_dir():
@@ -155,7 +155,7 @@ class LoadedRun(NamedTuple):
 
 def load_model(arg: str | Path, raw: bool = False, pipeline_options: dict | None = None) -> LoadedRun:
     """(denoiser in eval mode, manifest, run path) for a run or built-in teacher name; for a
-    diffusers teacher (sd15, sdxl, a pipeline folder or checkpoint file; `pipeline_options` revision and
+    diffusers teacher (sd15, sdxl, sd3, a pipeline folder or checkpoint file; `pipeline_options` revision and
     variant) the manifest names the pipeline and the path is its source."""
     from .models import build_denoiser
     from .models.sd_pipeline import is_pipeline_teacher, load_pipeline_teacher
