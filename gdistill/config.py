@@ -142,6 +142,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 # SD3.5 at 3.5 to 4.5
 PRESETS["sd3-transformer"] = {stage: {**values, **({"w_max": 9.0} if "w_max" in values else {})}
                               for stage, values in PRESETS["sd-unet"].items()}
+# DiT: as SD, with the paper's ImageNet range w in [0, 4] (DiT samples at guidance_scale 4, w = 3)
+PRESETS["dit-transformer"] = {stage: {**values, **({"w_max": 4.0} if "w_max" in values else {})}
+                              for stage, values in PRESETS["sd-unet"].items()}
 MIXED_PRECISION = ("no", "fp16", "bf16")
 CONSISTENCY_LOSSES = ("l2", "huber")
 

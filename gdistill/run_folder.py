@@ -94,9 +94,14 @@ def load_weights(run: Path, manifest: dict, raw: bool = False) -> dict[str, torc
         raise GdistillError(f"cannot read {path}: {e}") from None
 
 
-def is_text_run(manifest: dict) -> bool:
-    """A run of an SD-family (diffusers pipeline) teacher: text-conditioned, sampled in VAE latents."""
+def is_latent_run(manifest: dict) -> bool:
+    """A run of a diffusers-pipeline teacher (SD family, DiT): sampled in its VAE's latents."""
     return bool(manifest.get("pipeline"))
+
+
+def is_text_run(manifest: dict) -> bool:
+    """A run of an SD-family teacher: a latent run conditioned on text (DiT's are on class labels)."""
+    return is_latent_run(manifest) and manifest.get("model", {}).get("kind") != "dit-transformer"
 
 
 def data_range_of(manifest: dict) -> tuple[float, float] | None:
@@ -114,6 +119,10 @@ class LoadedRun(NamedTuple):
     @property
     def is_text(self) -> bool:
         return is_text_run(self.manifest)
+
+    @property
+    def is_latent(self) -> bool:
+        return is_latent_run(self.manifest)
 
     @property
     def data_range(self) -> tuple[float, float] | None:

@@ -119,6 +119,41 @@ def build_tiny_sd3(folder: Path, seed: int = 0) -> Path:
     return folder / "pipeline"
 
 
+def build_tiny_dit(folder: Path, seed: int = 0) -> Path:
+    """A tiny DiT-shaped pipeline: DiTTransformer2DModel (1000 classes and the null class 1000, adaLN-
+    Zero, learned variance: 2C output channels), a VAE with DiT's scaling factor, DiT's linear-beta
+    schedule (DDIM here: the default DPM-Solver makes no difference to gdistill, which walks DDIM)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline, DiTTransformer2DModel
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    transformer = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
+                                        num_layers=2, sample_size=8, patch_size=2, num_embeds_ada_norm=1000)
+    vae = AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+                        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=8, sample_size=16,
+                        scaling_factor=0.18215)
+    scheduler = DDIMScheduler(beta_start=0.0001, beta_end=0.02, beta_schedule="linear", clip_sample=False)
+    DiTPipeline(transformer=transformer, vae=vae, scheduler=scheduler).save_pretrained(folder / "pipeline")
+    return folder / "pipeline"
+
+
+def write_class_folder(folder: Path, classes: list[str], per_class: int = 4, size: int = 16, seed: int = 0) -> Path:
+    """DIR/<class>/<k>.png: noisy images of one colour per class."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name in classes:
+        colour = rng.integers(0, 256, 3)
+        (Path(folder) / name).mkdir(parents=True, exist_ok=True)
+        for k in range(per_class):
+            image = np.clip(colour + rng.normal(0, 30, (size, size, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(image).save(Path(folder) / name / f"{k}.png")
+    return Path(folder)
+
+
 def write_caption_folder(folder: Path, captions: list[str], seed: int = 0, size: tuple[int, int] = (20, 24)) -> Path:
     """NAME.jpg + NAME.txt pairs: one noisy flat colour per caption (height, width = size)."""
     import numpy as np

@@ -120,3 +120,43 @@ class InpaintingCaptionData(LatentCaptionData):
         latents, texts = self.encode_pairs(pairs)
         images = torch.stack([read_centre_crop(image, self.captions.resolution) for image, _ in pairs])
         return latents, self.encoders.inpaint_condition(texts, images, masks).float()
+
+
+class LatentClassData(Dataset):
+    """A class folder (DIR/<class>/*.png) as a class-conditional latent teacher (DiT) sees it: every
+    image resized to the resolution and encoded once, when the data is loaded, by the teacher's
+    frozen VAE (posterior mean x scaling factor). Folder names are the teacher's class ids (0..999)
+    or its label words (DiTPipeline's id2label, e.g. `golden retriever`)."""
+
+    data_range = None  # latents are not clipped
+
+    def __init__(self, folder: str | Path, resolution: int, encoders: SDEncoders, num_classes: int):
+        from . import class_folder
+
+        if resolution % encoders.scale_factor:
+            raise GdistillError(f"--resolution {resolution} is not a multiple of the VAE's downsampling factor "
+                                f"{encoders.scale_factor}")
+        images = class_folder(folder, resolution)
+        if images.x.shape[1] != 3:
+            images.x = images.x.expand(-1, 3, -1, -1)  # grey images as RGB, as the VAE reads them
+        ids = [class_id(name, getattr(encoders.pipe, "labels", {}) or {}, num_classes, folder) for name in images.class_names]
+        self.labels = torch.tensor(ids)[images.labels]
+        self.x = torch.cat([encoders.encode_images(chunk) for chunk in images.x.split(16)]).cpu()
+        self.num_classes, self.class_names = num_classes, images.class_names
+        self.spec = {"name": "latent-folder", "path": images.spec["path"], "resolution": resolution}
+        self.data_shape = tuple(self.x.shape[1:])
+
+    def batch(self, size, generator, share=slice(None)):
+        index = torch.randint(0, len(self.x), (size,), generator=generator)[share]
+        return self.x[index], self.labels[index]
+
+
+def class_id(name: str, labels: dict[str, int], num_classes: int, folder) -> int:
+    """A class folder's id: its name as a number, or the teacher's label for it."""
+    if name.isdigit() and int(name) < num_classes:
+        return int(name)
+    key = name.replace("_", " ").strip()
+    if key in labels:
+        return labels[key]
+    raise GdistillError(f"{folder}/{name}: name class folders by the teacher's class id (0..{num_classes - 1}) or "
+                        "by one of its labels (e.g. `golden retriever`)")

@@ -4,13 +4,15 @@ from __future__ import annotations
 import copy
 
 from .base import Denoiser, GuidanceEmbedding, calls_per_step, denoise_fn, guided_predict_x  # noqa: F401
+from .dit import LatentDiTDenoiser
 from .latent import LatentUNetDenoiser
 from .pixel import PixelUNetDenoiser
 from .sd3 import LatentTransformerDenoiser
 from .toy import ToyMLPDenoiser
 
 MODEL_KINDS = {PixelUNetDenoiser.kind: PixelUNetDenoiser, ToyMLPDenoiser.kind: ToyMLPDenoiser,
-               LatentUNetDenoiser.kind: LatentUNetDenoiser, LatentTransformerDenoiser.kind: LatentTransformerDenoiser}
+               LatentUNetDenoiser.kind: LatentUNetDenoiser, LatentTransformerDenoiser.kind: LatentTransformerDenoiser,
+               LatentDiTDenoiser.kind: LatentDiTDenoiser}
 
 
 def build_denoiser(config: dict) -> Denoiser:

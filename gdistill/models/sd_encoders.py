@@ -8,7 +8,7 @@ import json
 import torch
 
 from .latent import encode_prompts, is_sdxl_unet, pack_inpaint_condition
-from .sd_pipeline import pipeline_for
+from .sd_pipeline import pipeline_for, vae_scale_factor
 
 
 class SDEncoders:
@@ -25,8 +25,8 @@ class SDEncoders:
 
     @property
     def frozen_modules(self) -> list[torch.nn.Module]:
-        """The VAE and the text encoder(s) (SDXL has two)."""
-        return [m for m in (self.pipe.vae, self.pipe.text_encoder, getattr(self.pipe, "text_encoder_2", None),
+        """The VAE and the text encoder(s) (SDXL has two, SD3 three, DiT none)."""
+        return [m for m in (self.pipe.vae, getattr(self.pipe, "text_encoder", None), getattr(self.pipe, "text_encoder_2", None),
                             getattr(self.pipe, "text_encoder_3", None)) if m is not None]
 
     @property
@@ -35,7 +35,7 @@ class SDEncoders:
 
     @property
     def scale_factor(self) -> int:
-        return self.pipe.vae_scale_factor
+        return vae_scale_factor(self.pipe)
 
     @property
     def denoiser(self):

@@ -1,5 +1,5 @@
 """Resolving --teacher to a Stable-Diffusion-family diffusers pipeline without surprises offline
-(`sd15` / `sd15-inpaint` / `sdxl` / `sd3` from the hub, a pipeline folder, a single checkpoint file), the record runs
+(`sd15` / `sd15-inpaint` / `sdxl` / `sd3` / `dit` from the hub, a pipeline folder, a single checkpoint file), the record runs
 keep of it (the manifest's `pipeline`), and the teacher `load_model` answers for it.
 """
 from __future__ import annotations
@@ -15,11 +15,12 @@ from ..errors import GdistillError
 from ..run_folder import MANIFEST, WEIGHTS
 from .latent import LatentUNetDenoiser, is_sdxl_unet
 
-# The maintained copies of the SD 1.5, SDXL and SD 3.5 medium weights on the Hugging Face hub.
+# The maintained copies of the SD 1.5, SDXL, SD 3.5 medium and DiT-XL/2 (ImageNet 256) weights on the Hugging Face hub.
 SD_TEACHERS = {"sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
                "sd15-inpaint": "stable-diffusion-v1-5/stable-diffusion-inpainting",
                "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
-               "sd3": "stabilityai/stable-diffusion-3.5-medium"}
+               "sd3": "stabilityai/stable-diffusion-3.5-medium",
+               "dit": "facebook/DiT-XL-2-256"}
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 
 
@@ -110,6 +111,11 @@ def _cached_pipeline(source: str, revision: str | None, variant: str | None):
     return load_sd_pipeline(source, revision, variant)
 
 
+def vae_scale_factor(pipe) -> int:
+    """Pixels per latent along a side: the pipeline's own figure, or from its VAE (DiTPipeline has none)."""
+    return getattr(pipe, "vae_scale_factor", None) or 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+
+
 def pipeline_for(record: dict):
     """The diffusers pipeline a run's `pipeline` record names (loaded once per process)."""
     return _cached_pipeline(record["source"], record.get("revision"), record.get("variant"))
@@ -132,14 +138,17 @@ def load_pipeline_teacher(teacher: str, revision: str | None = None, variant: st
 
 def pipeline_denoiser(pipe, teacher: str):
     """The teacher Denoiser of a pipeline: its UNet (SD 1.5, SDXL) or its SD3 transformer."""
+    from .dit import LatentDiTDenoiser, is_dit_transformer
     from .sd3 import LatentTransformerDenoiser, is_sd3_transformer
 
     if getattr(pipe, "unet", None) is None:
         network = getattr(pipe, "transformer", None)
-        if network is None or not is_sd3_transformer(network):
-            raise GdistillError(f"--teacher {teacher} is a {type(pipe).__name__} with a {type(network).__name__}: "
-                                "gdistill distills SD 1.5- and SDXL-family UNets and SD3-family transformers")
-        return LatentTransformerDenoiser.from_pipeline(pipe)
+        if network is not None and is_sd3_transformer(network):
+            return LatentTransformerDenoiser.from_pipeline(pipe)
+        if network is not None and is_dit_transformer(network):
+            return LatentDiTDenoiser.from_pipeline(pipe)
+        raise GdistillError(f"--teacher {teacher} is a {type(pipe).__name__} with a {type(network).__name__}: "
+                            "gdistill distills SD 1.5- and SDXL-family UNets, SD3-family transformers and DiT")
     latent = pipe.vae.config.latent_channels
     if pipe.unet.config.in_channels not in (latent, 2 * latent + 1):
         raise GdistillError(f"--teacher {teacher}'s UNet takes {pipe.unet.config.in_channels} input channels, its "

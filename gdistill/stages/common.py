@@ -11,7 +11,7 @@ from ..data import Dataset, load_dataset
 from ..errors import GdistillError
 from ..files import prepare_output, work_dir_for
 from ..models import Denoiser
-from ..run_folder import RAW_WEIGHTS, WEIGHTS, commit_run, is_text_run
+from ..run_folder import RAW_WEIGHTS, WEIGHTS, commit_run, is_latent_run, is_text_run
 from ..train import LoopSettings, LossFn, process_state, train
 
 
@@ -20,13 +20,23 @@ def training_data(data: str | None, manifest: dict, cache: str | None = None,
     """What a stage trains on: --data, else the data recorded in the (teacher's) manifest. Runs of
     a diffusers teacher (manifest `pipeline`) train on image-caption pairs encoded by that
     pipeline's frozen VAE and text encoder."""
-    if not is_text_run(manifest):
-        if cache:
-            raise GdistillError("--cache holds VAE latents and text embeddings for SD-family teachers; leave it out here")
+    if not is_text_run(manifest) and cache:
+        raise GdistillError("--cache holds VAE latents and text embeddings for SD-family teachers; leave it out here")
+    if not is_latent_run(manifest):
         return load_dataset(data) if data else load_dataset(manifest["dataset"])
     from ..data.captions import CaptionDataset
-    from ..data.latents import InpaintingCaptionData, LatentCaptionData
+    from ..data.latents import InpaintingCaptionData, LatentCaptionData, LatentClassData
     from ..models.sd_encoders import SDEncoders
+
+    if not is_text_run(manifest):  # a class-conditional latent teacher (DiT): a class folder of images
+        recorded = manifest.get("dataset") or {}
+        source = data or recorded.get("path")
+        if not source:
+            raise GdistillError("a DiT teacher needs --data: a class folder DIR/<class>/*.png, the folders named "
+                                "by class id (0..999) or label")
+        encoders = SDEncoders(manifest["pipeline"])
+        resolution = resolution or recorded.get("resolution") or encoders.native_resolution
+        return LatentClassData(source, resolution, encoders, manifest["model"]["num_classes"])
 
     recorded = manifest.get("dataset") or {}
     source = data or recorded.get("path")
@@ -42,16 +52,19 @@ def training_data(data: str | None, manifest: dict, cache: str | None = None,
 
 def refuse_sd_options(config, teacher_manifest: dict, teacher: Denoiser, teacher_run) -> None:
     """The options only a diffusers (SD-family) teacher takes are an error for any other teacher."""
-    if not is_text_run(teacher_manifest) and (config.resolution or config.negative_prompt or config.revision or config.variant):
+    if not is_latent_run(teacher_manifest) and (config.resolution or config.negative_prompt or config.revision or config.variant):
         raise GdistillError("--resolution, --negative-prompt, --revision and --variant are for SD-family teachers "
                             f"(diffusers pipelines); {teacher_run} is a {teacher.kind} run")
+    if is_latent_run(teacher_manifest) and not is_text_run(teacher_manifest) and config.negative_prompt:
+        raise GdistillError(f"--negative-prompt is for text-to-image teachers; {teacher_run} is class-conditional "
+                            f"({teacher.kind}): leave it out")
 
 
 def distillation_data(teacher: Denoiser, teacher_manifest: dict, config) -> Dataset:
     """What a distillation from `teacher` trains on (training_data), checked against the teacher; a
     diffusers teacher (a pipeline, not a run) is set to the data's latent size."""
     data = training_data(config.data, teacher_manifest, config.cache, config.resolution)
-    if is_text_run(teacher_manifest) and not teacher.w_conditioned:
+    if is_latent_run(teacher_manifest) and not teacher.w_conditioned:
         teacher.with_latent_size(data.data_shape[-1])
     if data.num_classes != teacher.num_classes or tuple(data.data_shape) != tuple(teacher.data_shape):
         raise GdistillError(f"--data {config.data} has {data.num_classes} classes of shape {data.data_shape}, "

@@ -10,7 +10,7 @@ import torch
 from ..config import HalveConfig, apply_preset
 from ..errors import GdistillError
 from ..models import make_student
-from ..run_folder import MANIFEST, is_text_run, lineage, load_model, parent_record, read_manifest
+from ..run_folder import MANIFEST, is_latent_run, lineage, load_model, parent_record, read_manifest
 from .common import prepare_student, train_and_commit, training_data
 from .objectives import StepHalving
 
@@ -58,7 +58,7 @@ def halve(config: HalveConfig) -> list[Path]:
                 "w_range": [w_min, w_max], "dataset": data.spec,
                 "class_names": manifest.get("class_names"), "data_range": manifest.get("data_range"),
                 "teacher": manifest.get("teacher"), "parent": parent, "lineage": lineage(manifest)}
-            if is_text_run(manifest):
+            if is_latent_run(manifest):
                 round_manifest.update(pipeline=manifest["pipeline"], negative_prompt=manifest.get("negative_prompt"))
             train_and_commit(student, objective, round_config, out, round_manifest,
                              f"halve round {round_no}: {2 * steps} -> {steps} steps",

@@ -35,7 +35,7 @@ from ..errors import GdistillError
 from ..files import check_writable, prepare_output, publish_dir
 from ..images import IMAGE_SUFFIXES, open_image, read_image, to_pil, to_uint8_images
 from ..models import Denoiser
-from ..run_folder import data_range_of, is_text_run
+from ..run_folder import data_range_of, is_latent_run, is_text_run
 from .sample import InputImage, SampleResult, sample
 
 
@@ -105,6 +105,8 @@ class ModelSpace:
     def __init__(self, model: Denoiser, manifest: dict, device, warn: Callable[[str], None]):
         self.model, self.manifest, self.device, self.warn = model, manifest, device, warn
         self.encoders = None
+        if is_latent_run(manifest) and not is_text_run(manifest):
+            raise GdistillError("edit and inpaint of DiT runs are not built yet: they take pixel and SD-family runs")
         if is_text_run(manifest):
             from ..models.sd_encoders import SDEncoders
 

@@ -35,8 +35,8 @@ from ..metrics import class_energy_distance, energy_distance, frechet_distance_o
 from ..metrics.reference import FeatureCache, ReferenceSet, load_reference, tensor_hash
 from ..metrics.scores import inception_score, kernel_distance
 from ..models import Denoiser
-from ..run_folder import MANIFEST, OWN_SAMPLERS, data_range_of, is_text_run, load_model, resolve_run
-from .sample import SampleResult, cycle_labels, sample, sample_prompts, save_samples
+from ..run_folder import MANIFEST, OWN_SAMPLERS, data_range_of, is_latent_run, is_text_run, load_model, resolve_run
+from .sample import SampleResult, cycle_labels, decode_latent_samples, sample, sample_prompts, save_samples
 
 METRIC_FLAGS = ("fid", "isc", "kid", "clip", "ed")
 # Columns that measure a distance between sample sets: each gets a twin against the teacher's samples.
@@ -133,7 +133,7 @@ def plan_sweep(froms: list[str], steps: list[int] | None, teacher_steps: list[in
                 except GdistillError as e:
                     raise GdistillError(f"cannot load {run}'s teacher (for --teacher-steps or the to-teacher "
                                         f"columns): {e}") from None
-                if is_text_run(teacher_manifest):  # a diffusers teacher, at the run's resolution
+                if is_latent_run(teacher_manifest):  # a diffusers teacher, at the run's resolution
                     teacher.with_latent_size(model.data_shape[-1])
                 known = teacher_entry(manifest["teacher"], teacher, teacher_manifest, str(Path(teacher_path).resolve()))
             entry.teacher = known
@@ -154,13 +154,13 @@ def is_text_model(entry: SweepModel) -> bool:
 
 
 def sample_shape(entry: SweepModel) -> tuple[int, ...]:
-    """What is scored: the model's samples, or for SD-family runs the VAE's decoded images."""
-    if not is_text_model(entry):
+    """What is scored: the model's samples, or for SD-family and DiT runs the VAE's decoded images."""
+    if not is_latent_run(entry.manifest):
         return tuple(entry.model.data_shape)
-    from ..models.sd_pipeline import pipeline_for
+    from ..models.sd_pipeline import pipeline_for, vae_scale_factor
 
     pipe = pipeline_for(entry.manifest["pipeline"])
-    size = entry.model.data_shape[-1] * pipe.vae_scale_factor
+    size = entry.model.data_shape[-1] * vae_scale_factor(pipe)
     return (pipe.vae.config.out_channels, size, size)
 
 
@@ -359,8 +359,9 @@ def _sample_entry(entry: SweepModel, steps: int, w: float, sampler: str, n: int,
     """n samples of one model at (steps, w, sampler): class labels cycling, or prompts for text models."""
     if is_text_model(entry):
         return sample_prompts(entry.model, entry.manifest, prompts, n, steps, w, sampler, seed, device)
-    return sample(entry.model, cycle_labels(n, entry.model.num_classes), steps, w, sampler, seed,
-                  data_range_of(entry.manifest), device=device, solver_steps=entry.manifest.get("solver_steps"))
+    result = sample(entry.model, cycle_labels(n, entry.model.num_classes), steps, w, sampler, seed,
+                    data_range_of(entry.manifest), device=device, solver_steps=entry.manifest.get("solver_steps"))
+    return decode_latent_samples(result, entry.manifest, device)
 
 
 def run_sweep(sweep: list[SweepModel], ws: list[float], scorer: Scorer, n: int, seed: int, device,
@@ -411,7 +412,8 @@ def evaluate_into(out: Path, overwrite: bool, sweep: list[SweepModel], ws: list[
         name = f"{Path(row.run).name}-{row.model}-{row.sampler}-{row.steps}steps-w{row.w:g}.png"
         text = is_text_model(entries[row.run])
         save_samples(first, work / "grids" / name, data_range_of(entries[row.run].manifest),
-                     num_classes if 0 < num_classes <= 16 else None, prompts=prompts if text else None)
+                     num_classes if 0 < num_classes <= 16 else None, prompts=prompts if text else None,
+                     own_size=is_latent_run(entries[row.run].manifest))
         on_row(row)
 
     rows = [r.as_dict() for r in run_sweep(sweep, ws, scorer, n, seed, device, save_grid, prompts, to_teacher_steps)]

@@ -69,7 +69,7 @@ def effective_guidance_table(model: Denoiser, teacher: Denoiser, data, ws: list[
 def run_effective_guidance(run: str, ws: list[float] | None, n: int, seed: int, device) -> tuple[dict, list[GuidanceRow]]:
     """(manifest, rows) for a Stage-1 or round run against its root teacher, on the run's training
     data; w defaults to five points spanning the run's w range, its ends included."""
-    from ..run_folder import is_text_run, load_model
+    from ..run_folder import is_latent_run, load_model
     from ..stages.common import training_data
 
     model, manifest, path = load_model(run)
@@ -81,7 +81,7 @@ def run_effective_guidance(run: str, ws: list[float] | None, n: int, seed: int, 
     except GdistillError as e:
         raise GdistillError(f"--w-eff: cannot load {path}'s teacher {manifest['teacher']}: {e}") from None
     data = training_data(None, manifest)
-    if is_text_run(teacher_manifest):
+    if is_latent_run(teacher_manifest):
         teacher.with_latent_size(data.data_shape[-1])
     if ws is None:
         lo, hi = manifest["w_range"]

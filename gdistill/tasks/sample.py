@@ -128,10 +128,24 @@ def sample_prompts(model: Denoiser, manifest: dict, prompts: list[str], n: int, 
     return SampleResult(encoders.decode(latents.samples), index, latents.calls_per_image, latents.seconds)
 
 
+def decode_latent_samples(result: SampleResult, manifest: dict, device) -> SampleResult:
+    """A class-conditional latent run's (DiT's) samples as images in [-1, 1], decoded by its
+    teacher pipeline's VAE; the samples of any other run unchanged."""
+    from ..run_folder import is_latent_run, is_text_run
+
+    if not is_latent_run(manifest) or is_text_run(manifest):
+        return result
+    from ..models.sd_encoders import SDEncoders
+
+    images = SDEncoders(manifest["pipeline"]).to(device).decode(result.samples)
+    return SampleResult(images, result.labels, result.calls_per_image, result.seconds)
+
+
 def save_samples(result: SampleResult, path: Path, data_range, columns: int | None = None,
-                 prompts: list[str] | None = None) -> Path:
+                 prompts: list[str] | None = None, own_size: bool = False) -> Path:
     """.npz: arrays `samples` and `labels` (and `prompts`, which labels index, for text models);
-    .png: an image grid (one image alone at full size) or a scatter plot (2-D)."""
+    .png: an image grid (one image alone at full size) or a scatter plot (2-D). Decoded latents
+    (own_size, or text models' images) stay at their size; small pixel data are upscaled to be seen."""
     path = Path(path)
     if path.suffix not in (".png", ".npz"):
         raise GdistillError(f"--out {path} must end in .png (an image) or .npz (arrays)")
@@ -148,8 +162,7 @@ def save_samples(result: SampleResult, path: Path, data_range, columns: int | No
             image = scatter_plot(result.samples, result.labels)
         else:
             columns = columns or int(np.ceil(np.sqrt(len(result.samples))))
-            # text-to-image samples stay at their own size; small pixel data are upscaled to be seen
-            image = image_grid(result.samples, columns, data_range or (-1.0, 1.0), cell=0 if prompts else 32)
+            image = image_grid(result.samples, columns, data_range or (-1.0, 1.0), cell=0 if own_size or prompts else 32)
         image.save(tmp)
     tmp.replace(path)
     return path
@@ -197,6 +210,8 @@ def sample_to_file(from_run: str, out: Path, n: int | None, steps: int | None, w
         with progress("sample", n * steps) as on_step:
             result = sample(model, cycle_labels(n, model.num_classes, label), steps, w, sampler, seed,
                             loaded.data_range, device=device, on_step=on_step, solver_steps=manifest.get("solver_steps"))
+        result = decode_latent_samples(result, manifest, device)
         columns = model.num_classes if label is None and model.num_classes <= 16 else None
-        save_samples(result, out, loaded.data_range, columns)
+        save_samples(result, out, loaded.data_range or ((-1.0, 1.0) if loaded.is_latent else None), columns,
+                     own_size=loaded.is_latent)
     return result, n, steps
