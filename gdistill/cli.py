@@ -47,7 +47,7 @@ LoraRank = typer.Option(None, "--lora-rank", help="SD teachers: train a LoRA ada
 WEndFraction = typer.Option(None, "--w-end-fraction", help="Share of the examples drawn exactly at w_min or w_max, half each (default 0.2); the rest uniform in the range.")
 # Options of the commands that distill from a guided teacher (match, consistency, dmd).
 WMinOrStage1 = typer.Option(None, "--w-min", help="Smallest guidance strength w (default 0; from a Stage-1 run: its range).")
-TeacherOrStage1 = typer.Option(None, "--teacher", help="A guided teacher (run, built-in, or SD-family: sd15, sdxl, sd3, a pipeline folder, a checkpoint), or a Stage-1 run to start from.")
+TeacherOrStage1 = typer.Option(None, "--teacher", help="A guided teacher (run, built-in, or SD-family: sd15, sdxl, sd3; dit; a pipeline folder, a checkpoint), or a Stage-1 run to start from.")
 WMax = typer.Option(None, "--w-max", help="Largest guidance strength w (default 4; 14 for SD teachers).")
 Revision = typer.Option(None, "--revision", help="SD teachers from the hub: a branch, tag or commit.")
 Variant = typer.Option(None, "--variant", help="SD teachers from the hub: weight-file variant, e.g. fp16.")
@@ -157,7 +157,7 @@ def teach(dataset: str = typer.Option(None, "--dataset", help="toy2d, digits, fa
 
 
 @app.command()
-def match(teacher: str = typer.Option(None, "--teacher", help="A teacher run, a built-in (digits, toy2d), or an SD-family teacher: sd15, sdxl, sd3, a diffusers pipeline folder, a .safetensors checkpoint."),
+def match(teacher: str = typer.Option(None, "--teacher", help="A teacher run, a built-in (digits, toy2d), or a diffusers teacher: sd15, sdxl, sd3, dit, a diffusers pipeline folder, a .safetensors checkpoint."),
           out: Path = typer.Option(..., "--out", help="Run directory to write."),
           data: Optional[str] = typer.Option(None, "--data", help="Training data (default: the teacher's). SD teachers: a folder of NAME.jpg + NAME.txt, a .jsonl/.csv table (image, text), or webdataset shards."),
           w_min: Optional[float] = typer.Option(None, "--w-min", help="Smallest guidance strength w (paper's w; default 0)."),
@@ -270,7 +270,7 @@ def dmd(teacher: str = TeacherOrStage1,
 
 
 @app.command()
-def sample(from_run: str = typer.Option(..., "--from", help="A run, a built-in teacher name, or an SD-family teacher (sd15, sdxl, sd3, a pipeline folder)."),
+def sample(from_run: str = typer.Option(..., "--from", help="A run, a built-in teacher name, or a diffusers teacher (sd15, sdxl, sd3, dit, a pipeline folder)."),
            out: Path = typer.Option(..., "--out", help="FILE.png (one image, or a grid) or FILE.npz (arrays samples, labels)."),
            steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps (default: the run's grid; 256 for teachers and stage 1)."),
            w: float = typer.Option(1.0, "--w", help="Guidance strength, paper's w (guidance_scale - 1)."),
