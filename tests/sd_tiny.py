@@ -154,6 +154,39 @@ def write_class_folder(folder: Path, classes: list[str], per_class: int = 4, siz
     return Path(folder)
 
 
+def guided_x_errors(teacher, student, data, w_max: float = 4.0, n: int = 64, seed: int = 123) -> dict[str, float]:
+    """How far from the guided teacher a fresh student (= the conditional teacher) and `student` are:
+    on held-out noise, times and w in [0, w_max] at the training latents, the truncated-SNR weighted
+    x-error to (1 + w) x_c - w x_u."""
+    from gdistill.diffusion import alpha_sigma_like, diffuse, weighted_x_loss
+    from gdistill.models import guided_predict_x, make_student
+
+    g = torch.Generator().manual_seed(seed)
+    x, condition = data.batch(n, g)
+    t, w = teacher.schedule.sample_t(len(x), g), w_max * torch.rand(len(x), generator=g)
+    z = diffuse(x, torch.randn(x.shape, generator=g), *alpha_sigma_like(teacher.schedule, t, x))
+    with torch.no_grad():
+        guided = guided_predict_x(teacher, z, t, condition, w)
+        return {name: weighted_x_loss(m(z, t, condition, w), guided, teacher.schedule.log_snr(t), "snr-trunc").item()
+                for name, m in (("fresh", make_student(teacher).eval()), ("trained", student))}
+
+
+def assert_fresh_student_is_the_conditional_teacher(teacher, condition) -> None:
+    """A fresh student (zero-initialised w-input) gives the teacher's conditional prediction at any
+    w, and so does a student rebuilt from its config and weights."""
+    from gdistill.models import build_denoiser, make_student
+
+    student = make_student(teacher).eval()
+    z = torch.randn(len(condition), *teacher.data_shape, generator=torch.Generator().manual_seed(0))
+    t, w = torch.linspace(0.9, 0.2, len(condition)), torch.linspace(1.0, 4.0, len(condition))
+    with torch.no_grad():
+        expected = teacher(z, t, condition)
+        assert torch.equal(student(z, t, condition, w), expected)
+        rebuilt = build_denoiser(student.config)
+        rebuilt.load_state_dict(student.state_dict())
+        assert torch.equal(rebuilt(z, t, condition, w), expected)
+
+
 def write_caption_folder(folder: Path, captions: list[str], seed: int = 0, size: tuple[int, int] = (20, 24)) -> Path:
     """NAME.jpg + NAME.txt pairs: one noisy flat colour per caption (height, width = size)."""
     import numpy as np

@@ -2,21 +2,19 @@
 pipeline built offline: gdistill's guided teacher is DiTPipeline's, a fresh student is the
 conditional teacher, Stage 1 learns the guided teacher from a class folder encoded by the VAE, a
 halving round follows, and `gdistill sample --label` decodes the student's latents to images."""
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from gdistill.diffusion import alpha_sigma_like, diffuse, weighted_x_loss
 from gdistill.errors import GdistillError
-from gdistill.models import build_denoiser, guided_predict_x, make_student
 from gdistill.models.sd_encoders import SDEncoders
 from gdistill.models.sd_pipeline import load_pipeline_teacher, load_sd_pipeline
 from gdistill.run_folder import load_model
 from gdistill.stages.common import training_data
 from gdistill.tasks.sample import sample
 from tests.conftest import run_cli
-from tests.sd_tiny import build_tiny_dit, write_class_folder
+from tests.sd_tiny import (assert_fresh_student_is_the_conditional_teacher, build_tiny_dit, guided_x_errors,
+                           write_class_folder)
 
 RESOLUTION = 16  # the tiny VAE halves: 8x8 latents, DiT's own size
 
@@ -49,14 +47,7 @@ def test_guided_teacher_is_dits_pipeline_and_a_fresh_student_the_conditional_tea
                       generator=torch.Generator().manual_seed(7)).images
         ours = encoders.decode(sample(teacher, labels, 4, w, seed=7).samples)
         assert torch.allclose((ours + 1) / 2, theirs, atol=1e-4), (w, ((ours + 1) / 2 - theirs).abs().max())
-    student = make_student(teacher).eval()
-    z, t = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([0.9, 0.2])
-    with torch.no_grad():
-        expected = teacher(z, t, labels)
-        assert torch.equal(student(z, t, labels, torch.tensor([1.0, 4.0])), expected)
-        rebuilt = build_denoiser(student.config)
-        rebuilt.load_state_dict(student.state_dict())
-        assert torch.equal(rebuilt(z, t, labels, torch.tensor([1.0, 4.0])), expected)
+    assert_fresh_student_is_the_conditional_teacher(teacher, labels)
 
 
 def test_stage1_learns_the_guided_dit_teacher_then_halves_and_samples(dit, tmp_path, cli):
@@ -65,16 +56,9 @@ def test_stage1_learns_the_guided_dit_teacher_then_halves_and_samples(dit, tmp_p
     stage1, manifest, _ = load_model(tmp_path / "stage1")
     assert manifest["dataset"]["name"] == "latent-folder" and manifest["w_range"] == [0.0, 4.0]
     teacher, _, _ = load_model(dit["teacher"])
-    g = torch.Generator().manual_seed(123)
     data = training_data(None, manifest)
     assert sorted(data.labels.unique().tolist()) == [0, 1, 207]
-    x, labels = data.batch(64, g)
-    t, w = teacher.schedule.sample_t(len(x), g), 4 * torch.rand(len(x), generator=g)
-    z = diffuse(x, torch.randn(x.shape, generator=g), *alpha_sigma_like(teacher.schedule, t, x))
-    with torch.no_grad():
-        guided = guided_predict_x(teacher, z, t, labels, w)
-        error = {name: weighted_x_loss(m(z, t, labels, w), guided, teacher.schedule.log_snr(t), "snr-trunc").item()
-                 for name, m in (("fresh", make_student(teacher).eval()), ("trained", stage1))}
+    error = guided_x_errors(teacher, stage1, data)
     print("weighted x-error to the guided teacher:", error)
     assert error["trained"] < 0.7 * error["fresh"], error
 

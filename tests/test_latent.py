@@ -8,6 +8,7 @@ from gdistill.errors import GdistillError
 from gdistill.models import build_denoiser, make_student
 from gdistill.models.latent import LatentUNetDenoiser, guidance_scale_embedding
 from gdistill.models.sd_pipeline import load_sd_pipeline
+from gdistill.run_folder import OWN_SAMPLERS
 from gdistill.tasks.sample import sample
 from tests.sd_tiny import build_tiny_sd
 
@@ -109,15 +110,19 @@ def test_student_runs_in_the_stock_pipeline_reading_w_from_guidance_scale(tiny_s
     assert torch.allclose(ours, high, atol=1e-4), (ours - high).abs().max()
 
 
+@pytest.mark.parametrize("kind", ["consistency", "dmd"])
 @pytest.mark.parametrize("steps", [1, 2, 4])
-def test_consistency_sampling_is_the_stock_pipeline_with_lcm_scheduler(tiny_sd, steps):
-    """A consistency student (w-conditioned UNet) sampled by gdistill's consistency sampler gives the
-    latents of StableDiffusionPipeline with diffusers' LCMScheduler (50-step solver grid, LCM's
-    boundary scalings, fresh noise from the same generator between steps)."""
-    from diffusers import LCMScheduler
+def test_consistency_and_dmd_sampling_is_the_stock_pipeline_with_the_exported_scheduler(tiny_sd, kind, steps):
+    """A w-conditioned UNet sampled by gdistill's own sampler for its run kind gives the latents of
+    StableDiffusionPipeline with the scheduler `gdistill export` writes for that kind: a consistency
+    student with diffusers' LCMScheduler (50-step solver grid, LCM's boundary scalings), a k-step DMD
+    generator with LCMScheduler on its k-step grid, boundary scalings off; both re-noise with fresh
+    noise from the same generator between steps."""
+    from gdistill.tasks.export import student_scheduler_for
 
     pipe = load_sd_pipeline(str(tiny_sd))
-    pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config, original_inference_steps=50)
+    manifest = {"kind": kind, "solver_steps": 50, "steps": steps}
+    pipe.scheduler = student_scheduler_for(manifest, pipe.scheduler.config)
     student = make_student(LatentUNetDenoiser.from_pipeline(pipe)).eval()
     torch.manual_seed(2)
     torch.nn.init.normal_(student.unet.time_embedding.cond_proj.weight, std=0.5)  # as if trained: w matters
@@ -125,27 +130,8 @@ def test_consistency_sampling_is_the_stock_pipeline_with_lcm_scheduler(tiny_sd, 
     text = prompt_embeddings(pipe, ["a red fox"])
     theirs = pipe(prompt_embeds=text, num_inference_steps=steps, guidance_scale=3.0, output_type="latent",
                   generator=torch.Generator().manual_seed(5)).images
-    ours = sample(student, text, steps, 2.0, "consistency", seed=5, solver_steps=50).samples
-    assert torch.allclose(ours, theirs, atol=1e-4), (ours - theirs).abs().max()
-
-
-@pytest.mark.parametrize("steps", [1, 2, 4])
-def test_dmd_generator_sampling_is_the_stock_pipeline_with_the_exported_scheduler(tiny_sd, steps):
-    """A k-step DMD generator sampled by gdistill's renoise sampler gives the latents of
-    StableDiffusionPipeline with the scheduler `gdistill export` writes for it (LCMScheduler on the
-    k-step grid, boundary scalings off, fresh noise from the same generator between steps)."""
-    from gdistill.tasks.export import generator_scheduler
-
-    pipe = load_sd_pipeline(str(tiny_sd))
-    pipe.scheduler = generator_scheduler(pipe.scheduler.config, steps)
-    student = make_student(LatentUNetDenoiser.from_pipeline(pipe)).eval()
-    torch.manual_seed(3)
-    torch.nn.init.normal_(student.unet.time_embedding.cond_proj.weight, std=0.5)  # as if trained: w matters
-    pipe.unet = student.unet
-    text = prompt_embeddings(pipe, ["a red fox"])
-    theirs = pipe(prompt_embeds=text, num_inference_steps=steps, guidance_scale=3.0, output_type="latent",
-                  generator=torch.Generator().manual_seed(5)).images
-    ours = sample(student, text, steps, 2.0, "renoise", seed=5).samples
+    sampler = OWN_SAMPLERS[kind]
+    ours = sample(student, text, steps, 2.0, sampler, seed=5, solver_steps=50).samples
     assert torch.allclose(ours, theirs, atol=1e-4), (ours - theirs).abs().max()
     if steps > 1:  # the re-noising matters: the deterministic sampler lands elsewhere
         assert (sample(student, text, steps, 2.0, seed=5).samples - theirs).abs().max() > 1e-3

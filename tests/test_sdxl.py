@@ -7,16 +7,15 @@ import pytest
 import torch
 from PIL import Image
 
-from gdistill.diffusion import alpha_sigma_like, diffuse, weighted_x_loss
 from gdistill.errors import GdistillError
-from gdistill.models import guided_predict_x, make_student
 from gdistill.models.latent import LatentUNetDenoiser, encode_prompts
 from gdistill.models.sd_pipeline import load_pipeline_teacher, load_sd_pipeline
 from gdistill.run_folder import load_model
 from gdistill.stages.common import training_data
 from gdistill.tasks.sample import sample
 from tests.conftest import run_cli
-from tests.sd_tiny import build_tiny_sdxl, write_caption_folder
+from tests.sd_tiny import (assert_fresh_student_is_the_conditional_teacher, build_tiny_sdxl, guided_x_errors,
+                           write_caption_folder)
 
 RESOLUTION = 16  # the tiny VAE halves: 8x8 latents
 CAPTIONS = ["red fox", "blue sky", "green tree", "snow", "a cat", "yellow sun", "dark sea", "white bird"]
@@ -62,10 +61,7 @@ def test_guided_teacher_is_the_stock_sdxl_pipeline(tmp_path, force_zeros):
                       generator=torch.Generator().manual_seed(7), output_type="latent").images
         ours = sample(teacher, text, 4, w, seed=7).samples
         assert torch.allclose(ours, theirs, atol=1e-4), (w, (ours - theirs).abs().max())
-    student = make_student(teacher).eval()
-    z, t = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([0.9, 0.2])
-    with torch.no_grad():
-        assert torch.equal(student(z, t, text, torch.tensor([1.0, 4.0])), teacher(z, t, text))
+    assert_fresh_student_is_the_conditional_teacher(teacher, text)
 
 
 def test_stage1_learns_the_guided_sdxl_teacher_and_every_objective_exports(sdxl, tmp_path, cli):
@@ -81,16 +77,7 @@ def test_stage1_learns_the_guided_sdxl_teacher_and_every_objective_exports(sdxl,
     teacher, _, _ = load_model(sdxl["teacher"])
     teacher.with_latent_size(RESOLUTION // 2)
     assert manifest["pipeline"]["source"] == str(sdxl["teacher"].resolve())
-    # held-out noise, times and w in [0, 4] on the training latents: the weighted x-error to the
-    # guided prediction (1 + w) x_c - w x_u, trained against fresh (= the conditional teacher)
-    g = torch.Generator().manual_seed(123)
-    x, text = training_data(None, manifest, sdxl["cache"]).batch(64, g)
-    t, w = teacher.schedule.sample_t(len(x), g), 4 * torch.rand(len(x), generator=g)
-    z = diffuse(x, torch.randn(x.shape, generator=g), *alpha_sigma_like(teacher.schedule, t, x))
-    with torch.no_grad():
-        guided = guided_predict_x(teacher, z, t, text, w)
-        error = {name: weighted_x_loss(m(z, t, text, w), guided, teacher.schedule.log_snr(t), "snr-trunc").item()
-                 for name, m in (("fresh", make_student(teacher).eval()), ("trained", stage1))}
+    error = guided_x_errors(teacher, stage1, training_data(None, manifest, sdxl["cache"]))
     print("weighted x-error to the guided teacher:", error)
     assert error["trained"] < 0.7 * error["fresh"], error
 

@@ -19,7 +19,7 @@ def training_data(data: str | None, manifest: dict, cache: str | None = None,
                   resolution: int | None = None) -> Dataset:
     """What a stage trains on: --data, else the data recorded in the (teacher's) manifest. Runs of
     a diffusers teacher (manifest `pipeline`) train on image-caption pairs encoded by that
-    pipeline's frozen VAE and text encoder."""
+    pipeline's frozen VAE and text encoder(s), or for DiT on a class folder encoded by its VAE."""
     if not is_text_run(manifest) and cache:
         raise GdistillError("--cache holds VAE latents and text embeddings for SD-family teachers; leave it out here")
     if not is_latent_run(manifest):
@@ -28,23 +28,18 @@ def training_data(data: str | None, manifest: dict, cache: str | None = None,
     from ..data.latents import InpaintingCaptionData, LatentCaptionData, LatentClassData
     from ..models.sd_encoders import SDEncoders
 
-    if not is_text_run(manifest):  # a class-conditional latent teacher (DiT): a class folder of images
-        recorded = manifest.get("dataset") or {}
-        source = data or recorded.get("path")
-        if not source:
-            raise GdistillError("a DiT teacher needs --data: a class folder DIR/<class>/*.png, the folders named "
-                                "by class id (0..999) or label")
-        encoders = SDEncoders(manifest["pipeline"])
-        resolution = resolution or recorded.get("resolution") or encoders.native_resolution
-        return LatentClassData(source, resolution, encoders, manifest["model"]["num_classes"])
-
+    text = is_text_run(manifest)  # else a class-conditional latent teacher (DiT): a class folder of images
     recorded = manifest.get("dataset") or {}
     source = data or recorded.get("path")
     if not source:
-        raise GdistillError("an SD-family teacher needs --data: a folder of NAME.jpg + NAME.txt, a .jsonl/.csv "
-                            "table with image and text columns, or webdataset shards ('shards/{00000..00099}.tar')")
+        raise GdistillError("an SD-family teacher needs --data: a folder of NAME.jpg + NAME.txt, a .jsonl/.csv table with "
+                            "image and text columns, or webdataset shards ('shards/{00000..00099}.tar')" if text else
+                            "a DiT teacher needs --data: a class folder DIR/<class>/*.png, the folders named by class "
+                            "id (0..999) or label")
     encoders = SDEncoders(manifest["pipeline"])
     resolution = resolution or recorded.get("resolution") or encoders.native_resolution
+    if not text:
+        return LatentClassData(source, resolution, encoders, manifest["model"]["num_classes"])
     network = manifest["model"].get("unet") or manifest["model"]["transformer"]
     kind = InpaintingCaptionData if network["in_channels"] != network["out_channels"] else LatentCaptionData
     return kind(CaptionDataset(source, resolution), encoders, cache)
