@@ -33,6 +33,7 @@ class TrainConfig:
     gradient_accumulation: int = 1  # loss evaluations per optimizer step; --batch-size stays the global batch
     detect_anomaly: bool = False  # torch.autograd anomaly detection (slow; debugging NaNs)
     resume: str = "auto"  # auto: continue the output's checkpoint of the same settings; never: refuse to
+    report_to: str | None = None  # experiment trackers beside log.jsonl, through accelerate: tensorboard, wandb
 
 
 @dataclass
@@ -146,6 +147,8 @@ PRESETS["sd3-transformer"] = {stage: {**values, **({"w_max": 9.0} if "w_max" in 
 PRESETS["dit-transformer"] = {stage: {**values, **({"w_max": 4.0} if "w_max" in values else {})}
                               for stage, values in PRESETS["sd-unet"].items()}
 MIXED_PRECISION = ("no", "fp16", "bf16")
+# --report-to: accelerate's trackers gdistill offers, and how each is installed (none is at install time)
+TRACKERS = {"tensorboard": "pip install tensorboard (or tensorboardX)", "wandb": "pip install wandb"}
 CONSISTENCY_LOSSES = ("l2", "huber")
 
 
@@ -209,6 +212,17 @@ def _require(ok: bool, message: str) -> None:
         raise GdistillError(message)
 
 
+def report_to(c) -> tuple[str, ...]:
+    """The trackers --report-to names, in order, without repeats."""
+    return tuple(dict.fromkeys(t.strip() for t in (c.report_to or "").split(",") if t.strip()))
+
+
+def tracker_available(tracker: str) -> bool:
+    from accelerate.utils import is_tensorboard_available, is_wandb_available
+
+    return {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available}[tracker]()
+
+
 def validate(c) -> None:
     _require(c.train_steps >= 1, f"--train-steps must be at least 1, got {c.train_steps}")
     _require(c.batch_size >= 1, f"--batch-size must be at least 1, got {c.batch_size}")
@@ -219,6 +233,9 @@ def validate(c) -> None:
     _require(c.gradient_accumulation >= 1, f"--gradient-accumulation must be at least 1, got {c.gradient_accumulation}")
     _require(c.resume in ("auto", "never"), f"--resume must be auto or never, got {c.resume!r}")
     _require(c.mixed_precision in MIXED_PRECISION, f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, got {c.mixed_precision!r}")
+    for tracker in report_to(c):
+        _require(tracker in TRACKERS, f"--report-to takes {', '.join(TRACKERS)} (comma-separated), got {tracker!r}")
+        _require(tracker_available(tracker), f"--report-to {tracker}: the package is not installed; {TRACKERS[tracker]}")
     if isinstance(c, TeachConfig):
         _require(c.parameterization in PARAMETERIZATIONS, f"--parameterization must be one of {', '.join(PARAMETERIZATIONS)}, got {c.parameterization!r}")
         _require(0 < c.p_uncond < 1, f"--p-uncond must be in (0, 1) for guidance to work, got {c.p_uncond}")

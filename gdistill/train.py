@@ -67,6 +67,7 @@ class LoopSettings:
     accumulation: int = 1  # loss evaluations (micro-batches) per optimizer step
     detect_anomaly: bool = False  # torch.autograd.set_detect_anomaly: the backward op that made a NaN
     resume: str = "auto"  # auto: continue a checkpoint of the same recipe; never: refuse to, if there is one
+    report_to: tuple[str, ...] = ()  # accelerate trackers (tensorboard, wandb) that get the log's records too
 
 
 def process_state():
@@ -311,8 +312,13 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
         from accelerate.utils import DistributedDataParallelKwargs
 
         in_turns = [DistributedDataParallelKwargs(find_unused_parameters=True)] if getattr(loss_fn, "trains_in_turns", False) else []
+        from accelerate.utils import ProjectConfiguration
+
+        # trackers write under the run (RUN/trackers/gdistill/...), so their files travel with it
+        project = ProjectConfiguration(project_dir=str(work), logging_dir=str(work / "trackers"))
         accelerator = Accelerator(mixed_precision=settings.mixed_precision, cpu=not torch.cuda.is_available(),
-                                  kwargs_handlers=in_turns)
+                                  kwargs_handlers=in_turns, log_with=list(settings.report_to) or None,
+                                  project_config=project)
     _check_distributed_type(accelerator)
     sharded = accelerator.is_fsdp2
     device = accelerator.device
@@ -340,6 +346,9 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
         loss_fn.prepare(device, inner, ema)
 
     work.mkdir(parents=True, exist_ok=True)
+    tracking = bool(settings.report_to)
+    if tracking:  # the recipe's plain values are the run's hyperparameters
+        accelerator.init_trackers("gdistill", config={k: v for k, v in recipe.items() if isinstance(v, (int, float, str, bool))})
     log_path = work / LOG
     if start == 0 and log_path.exists() and accelerator.is_main_process:
         log_path.unlink()
@@ -387,6 +396,8 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
                 if accelerator.is_main_process:
                     log.write(json.dumps(record) + "\n")
                     log.flush()
+                if tracking:
+                    accelerator.log({k: v for k, v in record.items() if k not in ("step", "time")}, step=done)
                 progress.update(task, completed=done, loss=record["loss"], rate=rate)
                 window_loss, window_n, window_start, window_terms = 0.0, 0, time.perf_counter(), {}
             else:
@@ -394,6 +405,8 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
             if done % settings.checkpoint_every == 0 and done < settings.steps:
                 _save_checkpoint(resume_dir, done, model, ema, optimizer, scheduler, generator, recipe, sharded,
                                  accelerator.is_main_process)
+    if tracking:
+        accelerator.end_training()
     if sharded:  # every process gets the whole weights back in a plain copy of the model
         trained = skeleton
         trained.load_state_dict(get_model_state_dict(model, options=_state_options(True, main_only=False)), assign=True)

@@ -108,3 +108,39 @@ def test_a_damaged_checkpoint_is_refused_not_loaded(tmp_path):
 def test_nan_loss_stops_with_step_and_terms(tmp_path):
     with pytest.raises(TrainingDiverged, match=r"loss became nan at step 5 .*seed 3"):
         train(_fresh_model(), _loss_fn(nan_at=5), SETTINGS, tmp_path, "n", {"run": "fp"})
+
+
+def _tensorboard_scalars(folder) -> dict[str, dict[int, float]]:
+    """tag -> step -> value, read from the TensorBoard event files under `folder` (TFRecord frames:
+    length, its CRC, an Event protobuf, its CRC)."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    scalars = {}
+    for path in folder.rglob("events.out.tfevents.*"):
+        data, offset = path.read_bytes(), 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset:offset + 8])
+            event = Event.FromString(data[offset + 12:offset + 12 + length])
+            offset += 12 + length + 4
+            for value in event.summary.value:
+                if value.HasField("simple_value"):
+                    scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+    return scalars
+
+
+def test_report_to_tensorboard_gets_the_logs_records(tmp_path, cli):
+    """--report-to tensorboard writes the log.jsonl records (loss, lr, steps/s, the objective's terms)
+    as TensorBoard scalars under RUN/trackers/, at the same steps; an unknown tracker is one line."""
+    import json
+
+    code, _, err = cli("match", "--teacher", "toy2d", "--train-steps", 20, "--log-every", 10,
+                       "--report-to", "tensorboard", "--out", tmp_path / "m")
+    assert code == 0, err
+    records = [json.loads(line) for line in (tmp_path / "m" / "log.jsonl").read_text().splitlines()]
+    scalars = _tensorboard_scalars(tmp_path / "m" / "trackers")
+    for name in ("loss", "lr", "match_loss"):
+        assert scalars[name] == pytest.approx({r["step"]: r[name] for r in records}, rel=1e-6), name
+    code, _, err = cli("match", "--teacher", "toy2d", "--report-to", "tensorboard,mlflow", "--out", tmp_path / "x")
+    assert code == 2 and "--report-to takes tensorboard, wandb" in err and not (tmp_path / "x").exists()
