@@ -59,6 +59,7 @@ Cache = typer.Option(None, "--cache", help="SD teachers: folder caching VAE late
 DEFAULT_TO_TEACHER_STEPS = 256  # eval --to-teacher: the guided teacher's steps for the to-teacher reference
 AllowAnySteps = typer.Option(False, "--allow-any-steps", help="Sample a distilled round at another step count than its own (off its grid).")
 Resume = typer.Option(None, "--resume", help="auto (default): continue the output's checkpoint when it was made with the same settings; never: refuse if there is one.")
+Compile = typer.Option(None, "--compile/--no-compile", help="torch.compile the student's and the frozen teacher's forward (the first steps compile; faster after, mostly on a GPU).")
 ReportTo = typer.Option(None, "--report-to", help="Also send the log's records to experiment trackers, through accelerate: tensorboard (files under RUN/trackers/), wandb; comma-separated. Not installed with gdistill.")
 DetectAnomaly = typer.Option(None, "--detect-anomaly/--no-detect-anomaly", help="torch's autograd anomaly detection (slow; for finding where a NaN starts).")
 
@@ -147,7 +148,7 @@ def teach(dataset: str = typer.Option(None, "--dataset", help="toy2d, digits, fa
           log_every: Optional[int] = LogEvery, checkpoint_every: Optional[int] = CheckpointEvery,
           mixed_precision: Optional[str] = MixedPrecision, gradient_accumulation: Optional[int] = GradientAccumulation,
           detect_anomaly: Optional[bool] = DetectAnomaly, resume: Optional[str] = Resume,
-          report_to: Optional[str] = ReportTo,
+          report_to: Optional[str] = ReportTo, compile: Optional[bool] = Compile,
           overwrite: Optional[bool] = Overwrite, config: Optional[Path] = ConfigFile):
     """Train a classifier-free-guided teacher on a dataset."""
     options = dict(locals())  # the parameters: each is a TeachConfig field of the same name
@@ -171,7 +172,7 @@ def match(teacher: str = typer.Option(None, "--teacher", help="A teacher run, a 
           cache: Optional[str] = Cache, lora_rank: Optional[int] = LoraRank, w_end_fraction: Optional[float] = WEndFraction,
           gradient_checkpointing: Optional[bool] = GradientCheckpointing, mixed_precision: Optional[str] = MixedPrecision,
           gradient_accumulation: Optional[int] = GradientAccumulation, detect_anomaly: Optional[bool] = DetectAnomaly, resume: Optional[str] = Resume,
-          report_to: Optional[str] = ReportTo,
+          report_to: Optional[str] = ReportTo, compile: Optional[bool] = Compile,
           train_steps: Optional[int] = TrainSteps, batch_size: Optional[int] = BatchSize,
           lr: Optional[float] = Lr, ema_decay: Optional[float] = EmaDecay,
           weighting: Optional[str] = Weighting, seed: Optional[int] = Seed,
@@ -195,7 +196,7 @@ def halve(from_run: str = typer.Option(None, "--from", help="A stage-1 run or a 
           cache: Optional[str] = Cache, lora_rank: Optional[int] = LoraRank, w_end_fraction: Optional[float] = WEndFraction,
           gradient_checkpointing: Optional[bool] = GradientCheckpointing, mixed_precision: Optional[str] = MixedPrecision,
           gradient_accumulation: Optional[int] = GradientAccumulation, detect_anomaly: Optional[bool] = DetectAnomaly, resume: Optional[str] = Resume,
-          report_to: Optional[str] = ReportTo,
+          report_to: Optional[str] = ReportTo, compile: Optional[bool] = Compile,
           train_steps: Optional[int] = TrainSteps, batch_size: Optional[int] = BatchSize,
           lr: Optional[float] = Lr, ema_decay: Optional[float] = EmaDecay,
           weighting: Optional[str] = Weighting, seed: Optional[int] = Seed,
@@ -228,7 +229,7 @@ def consistency(teacher: str = TeacherOrStage1,
                 cache: Optional[str] = Cache, lora_rank: Optional[int] = LoraRank, w_end_fraction: Optional[float] = WEndFraction,
                 gradient_checkpointing: Optional[bool] = GradientCheckpointing, mixed_precision: Optional[str] = MixedPrecision,
                 gradient_accumulation: Optional[int] = GradientAccumulation, detect_anomaly: Optional[bool] = DetectAnomaly, resume: Optional[str] = Resume,
-          report_to: Optional[str] = ReportTo,
+          report_to: Optional[str] = ReportTo, compile: Optional[bool] = Compile,
                 train_steps: Optional[int] = TrainSteps, batch_size: Optional[int] = BatchSize,
                 lr: Optional[float] = Lr,
                 ema_decay: Optional[float] = typer.Option(None, "--ema-decay", help="Decay of the EMA, which is the target network (default 0.95, as LCM); it is also the weights the run ships."),
@@ -259,7 +260,7 @@ def dmd(teacher: str = TeacherOrStage1,
         cache: Optional[str] = Cache, lora_rank: Optional[int] = LoraRank, w_end_fraction: Optional[float] = WEndFraction,
         gradient_checkpointing: Optional[bool] = GradientCheckpointing, mixed_precision: Optional[str] = MixedPrecision,
         gradient_accumulation: Optional[int] = GradientAccumulation, detect_anomaly: Optional[bool] = DetectAnomaly, resume: Optional[str] = Resume,
-          report_to: Optional[str] = ReportTo,
+          report_to: Optional[str] = ReportTo, compile: Optional[bool] = Compile,
         train_steps: Optional[int] = typer.Option(None, "--train-steps", help="Optimizer steps, fake-score and generator updates together."),
         batch_size: Optional[int] = BatchSize, lr: Optional[float] = Lr, ema_decay: Optional[float] = EmaDecay,
         weighting: Optional[str] = Weighting, seed: Optional[int] = Seed,

@@ -34,6 +34,7 @@ class TrainConfig:
     detect_anomaly: bool = False  # torch.autograd anomaly detection (slow; debugging NaNs)
     resume: str = "auto"  # auto: continue the output's checkpoint of the same settings; never: refuse to
     report_to: str | None = None  # experiment trackers beside log.jsonl, through accelerate: tensorboard, wandb
+    compile: bool = False  # torch.compile the student's and the frozen teacher's forward
 
 
 @dataclass

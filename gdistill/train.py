@@ -68,6 +68,7 @@ class LoopSettings:
     detect_anomaly: bool = False  # torch.autograd.set_detect_anomaly: the backward op that made a NaN
     resume: str = "auto"  # auto: continue a checkpoint of the same recipe; never: refuse to, if there is one
     report_to: tuple[str, ...] = ()  # accelerate trackers (tensorboard, wandb) that get the log's records too
+    compile: bool = False  # torch.compile the model's forward (in place: its weights and their names unchanged)
 
 
 def process_state():
@@ -339,6 +340,8 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     model, optimizer = accelerator.prepare(model, optimizer)
     inner = accelerator.unwrap_model(model)  # its parameters are this process's shards under FSDP
+    if settings.compile:  # in place (nn.Module.compile): wrappers, EMA and checkpoints see the same module
+        inner.compile()
     trainable = [p for p in inner.parameters() if p.requires_grad]
     ema = ShadowWeights(inner, settings.ema_decay) if settings.ema_decay > 0 else None
     start = _restore(*checkpoint, model, ema, optimizer, scheduler, generator, sharded) if checkpoint else 0

@@ -111,6 +111,8 @@ class FrozenTeacherObjective(NoisyBatchObjective):
 
     def prepare(self, device, model, ema):
         self.teacher.as_frozen_teacher(device)
+        if self.config.compile:
+            self.teacher.compile()
 
     def draw_extras(self, batch, labels, generator, device):
         return labels, draw_w(batch, self.w_min, self.w_max, generator, self.config.w_end_fraction).to(device)
