@@ -32,6 +32,17 @@ def test_sd15_offline_names_what_to_download(monkeypatch):
     assert "\n" not in message
 
 
+def test_guidance_embedding_is_diffusers_own():
+    """gdistill's on-device guidance embedding equals diffusers' get_guidance_scale_embedding (the
+    stock pipelines' features of w), bit for bit on the CPU, for the dims students use."""
+    from diffusers import StableDiffusionPipeline
+
+    w = torch.tensor([0.0, 0.5, 2.0, 6.5, 14.0])
+    for dim in (256, 255, 32):
+        theirs = StableDiffusionPipeline.get_guidance_scale_embedding(None, w, embedding_dim=dim)
+        assert torch.equal(guidance_scale_embedding(w, dim), theirs), dim
+
+
 def test_teacher_paths(tiny_sd, tmp_path):
     pipe = load_sd_pipeline(str(tiny_sd))
     assert type(pipe).__name__ == "StableDiffusionPipeline" and pipe.unet.config.time_cond_proj_dim is None

@@ -87,13 +87,20 @@ class DiscreteSchedule(Schedule):
         scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_start=beta_start,
                                   beta_end=beta_end, beta_schedule=beta_schedule)
         self.alphas_cumprod = scheduler.alphas_cumprod.double()
+        self._on_device = {}  # device -> alphas_cumprod there: copied once, not at every call
+
+    def alphas_cumprod_on(self, device) -> torch.Tensor:
+        device = torch.device(device)
+        if device not in self._on_device:
+            self._on_device[device] = self.alphas_cumprod.to(device)
+        return self._on_device[device]
 
     def step_index(self, t: torch.Tensor) -> torch.Tensor:
         n = self.num_train_timesteps
         return (torch.round(t.double() * n) - 1).clamp(0, n - 1).long()
 
     def alpha_sigma(self, t):
-        alpha_bar = self.alphas_cumprod.to(t.device)[self.step_index(t)]
+        alpha_bar = self.alphas_cumprod_on(t.device)[self.step_index(t)]
         a, s = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
         clean = t <= 0
         a = torch.where(clean, torch.ones_like(a), a)

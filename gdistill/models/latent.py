@@ -20,12 +20,13 @@ LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]  # the attention projections
 
 
 def guidance_scale_embedding(w: torch.Tensor, dim: int = GUIDANCE_EMBEDDING_DIM) -> torch.Tensor:
-    """Sinusoidal features of 1000 w (paper's w = guidance_scale - 1), shape (len(w), dim): diffusers'
-    StableDiffusionPipeline.get_guidance_scale_embedding, called here so training and the stock
-    pipeline can never disagree on it."""
-    from diffusers import StableDiffusionPipeline
+    """Sinusoidal features of 1000 w (paper's w = guidance_scale - 1), shape (len(w), dim), on w's
+    device: what the stock StableDiffusionPipeline gives a UNet with time_cond_proj_dim
+    (get_guidance_scale_embedding; the one implementation, in sd3_guidance.py, is tested equal to
+    diffusers'), so training and the stock pipeline never disagree."""
+    from .sd3_guidance import guidance_scale_embedding as embedding
 
-    return StableDiffusionPipeline.get_guidance_scale_embedding(None, w.float().flatten().cpu(), embedding_dim=dim)
+    return embedding(w, dim)
 
 
 def is_sdxl_unet(unet_config) -> bool:
@@ -233,7 +234,7 @@ class LatentUNetDenoiser(TextLatentDenoiser):
 
     def network_output(self, z, model_t, condition, w):
         dtype = self.unet.dtype
-        timestep_cond = None if w is None else guidance_scale_embedding(w, self.unet.config.time_cond_proj_dim).to(z.device, dtype)
+        timestep_cond = None if w is None else guidance_scale_embedding(w.to(z.device), self.unet.config.time_cond_proj_dim).to(dtype)
         if self.inpainting:
             text, image = unpack_inpaint_condition(condition, tuple(self.null_embedding.shape), z.shape[-2:])
             z_in, condition = torch.cat([z, image], 1), text

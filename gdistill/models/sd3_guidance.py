@@ -13,8 +13,22 @@ prediction exactly.
 from __future__ import annotations
 
 import torch
-from diffusers import SD3Transformer2DModel, StableDiffusionPipeline
+from diffusers import SD3Transformer2DModel
 from diffusers.configuration_utils import register_to_config
+
+
+def guidance_scale_embedding(w: torch.Tensor, dim: int) -> torch.Tensor:
+    """The guidance embedding the stock pipelines give a w-conditioned network (diffusers'
+    get_guidance_scale_embedding, from LCM / VDM): for f_k = exp(-k log(10000) / (dim/2 - 1)),
+    [sin(1000 w f_k), cos(1000 w f_k)], shape (len(w), dim), float32. Rewritten here (the same
+    operations, tested equal to diffusers') to run on w's own device: diffusers builds its frequencies
+    on the CPU, and a copy to the GPU at every sampling step would make the host wait for it."""
+    half = dim // 2
+    frequencies = torch.exp(torch.arange(half, dtype=torch.float32, device=w.device)
+                            * -(torch.log(torch.tensor(10000.0)).item() / (half - 1)))
+    angles = (w.flatten().float() * 1000.0)[:, None] * frequencies[None, :]
+    features = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+    return torch.nn.functional.pad(features, (0, 1)) if dim % 2 else features
 
 
 class SD3TransformerWithGuidance(SD3Transformer2DModel):
@@ -38,10 +52,10 @@ class SD3TransformerWithGuidance(SD3Transformer2DModel):
         torch.nn.init.zeros_(self.guidance_proj.weight)
 
     def guidance_embedding(self, guidance, batch: int, device, dtype) -> torch.Tensor:
-        w = torch.as_tensor(guidance, dtype=torch.float32).flatten().cpu()
+        w = torch.as_tensor(guidance, dtype=torch.float32, device=device).flatten()
         w = w.expand(batch) if w.numel() == 1 else w
-        features = StableDiffusionPipeline.get_guidance_scale_embedding(None, w, embedding_dim=self.config.guidance_embedding_dim)
-        return self.guidance_proj(features.to(device, self.guidance_proj.weight.dtype)).to(dtype)
+        features = guidance_scale_embedding(w, self.config.guidance_embedding_dim)
+        return self.guidance_proj(features.to(self.guidance_proj.weight.dtype)).to(dtype)
 
     def forward(self, hidden_states, encoder_hidden_states=None, pooled_projections=None, timestep=None,
                 *args, guidance=None, joint_attention_kwargs=None, **kwargs):
