@@ -59,6 +59,7 @@ Cache = typer.Option(None, "--cache", help="SD teachers: folder caching VAE late
 DEFAULT_TO_TEACHER_STEPS = 256  # eval --to-teacher: the guided teacher's steps for the to-teacher reference
 AllowAnySteps = typer.Option(False, "--allow-any-steps", help="Sample a distilled round at another step count than its own (off its grid).")
 Resume = typer.Option(None, "--resume", help="auto (default): continue the output's checkpoint when it was made with the same settings; never: refuse if there is one.")
+CompileSampling = typer.Option(False, "--compile/--no-compile", help="torch.compile each model's forward before sampling (the first batch compiles; pays off on long runs and GPUs).")
 Compile = typer.Option(None, "--compile/--no-compile", help="torch.compile the student's and the frozen teacher's forward (the first steps compile; faster after, mostly on a GPU).")
 ReportTo = typer.Option(None, "--report-to", help="Also send the log's records to experiment trackers, through accelerate: tensorboard (files under RUN/trackers/), wandb; comma-separated. Not installed with gdistill.")
 DetectAnomaly = typer.Option(None, "--detect-anomaly/--no-detect-anomaly", help="torch's autograd anomaly detection (slow; for finding where a NaN starts).")
@@ -289,13 +290,14 @@ def sample(from_run: str = typer.Option(..., "--from", help="A run, a built-in t
            sampler: Optional[str] = typer.Option(None, "--sampler", help="deterministic (DDIM), stochastic (the paper's), consistency (consistency runs) or renoise (DMD generators); default: the run's own (consistency for consistency runs, renoise for DMD runs, else deterministic)."),
            raw_weights: bool = typer.Option(False, "--raw-weights", help="Use the raw training weights instead of the EMA."),
            allow_any_steps: bool = AllowAnySteps,
+           compile: bool = CompileSampling,
            device: str = typer.Option("auto", "--device", help="torch device: auto (the GPU if there is one), cpu, cuda.")):
     """Generate samples from a run: the student in N calls, or a teacher with guided DDIM in 2 calls a step."""
     from .tasks.sample import sample_to_file
 
     _check_ws([w])
     result, n, steps = sample_to_file(from_run, out, n, steps, w, label, prompt, negative_prompt, sampler, seed,
-                                      _device(device), raw_weights, allow_any_steps, _warn, _step_progress)
+                                      _device(device), raw_weights, allow_any_steps, _warn, _step_progress, compile)
     console.print(f"{n} samples, {steps} steps, {result.calls_per_image} network calls per sample, "
                   f"{result.seconds / n * 1000:.2f} ms per sample -> {out}")
 
@@ -322,6 +324,7 @@ def evaluate(
         prompts: Optional[Path] = typer.Option(None, "--prompts", help="Prompts for --clip, one per line (line k for class k); default: the run's class names."),
         cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where reference features are cached (default ~/.cache/gdistill)."),
         device: str = typer.Option("auto", "--device", help="torch device: auto (the GPU if there is one), cpu, cuda."),
+        compile: bool = CompileSampling,
         json_out: bool = typer.Option(False, "--json", help="Print the table as JSON on stdout."),
         overwrite: bool = typer.Option(False, "--overwrite/--no-overwrite", help="Replace an existing report folder.")):
     """Score runs (and their teacher) over w, steps and samplers: FID/IS/KID, CLIP score, digits metrics.
@@ -344,6 +347,9 @@ def evaluate(
                      ref, prompts, n, to_teacher, out, overwrite, cache_dir or default_cache_dir(), dev,
                      inception_weights, clip_model, _warn, log=lambda m: console.print(m, highlight=False))
     scorer, metrics = plan.scorer, plan.metrics
+    if compile:
+        for entry in plan.sweep:
+            entry.model.compile()
     for column, why in scorer.unavailable.items():
         console.print(f"[yellow]note:[/] {column} is n/a in every row: {why}", highlight=False)
 

@@ -171,11 +171,12 @@ def save_samples(result: SampleResult, path: Path, data_range, columns: int | No
 def sample_to_file(from_run: str, out: Path, n: int | None, steps: int | None, w: float, label: int | None,
                    prompts: list[str] | None, negative_prompt: str | None, sampler: str | None, seed: int, device,
                    raw_weights: bool, allow_any_steps: bool, warn: Callable[[str], None],
-                   progress: Callable[[str, int], ContextManager[Callable[[int], None]]]) -> tuple[SampleResult, int, int]:
+                   progress: Callable[[str, int], ContextManager[Callable[[int], None]]],
+                   compile: bool = False) -> tuple[SampleResult, int, int]:
     """`gdistill sample`: every check that needs no sampling first (the output is checked writable
     before the minutes of sampling), then n samples (64 for class models, one a prompt for text
-    models) at the run's own steps unless told, written to `out` (.png grid or .npz).
-    Returns (result, n, steps)."""
+    models) at the run's own steps unless told, written to `out` (.png grid or .npz); with `compile`
+    the model's forward is torch.compiled first. Returns (result, n, steps)."""
     from ..files import check_writable
     from ..run_folder import RAW_WEIGHTS, load_model
 
@@ -188,6 +189,8 @@ def sample_to_file(from_run: str, out: Path, n: int | None, steps: int | None, w
     check_writable(out)
     loaded = load_model(from_run, raw=raw_weights)
     model, manifest, run = loaded
+    if compile:  # in place: the first batch compiles the forward, later ones reuse it
+        model.compile()
     if loaded.is_text and not prompts:
         raise GdistillError(f"{run} is text-conditioned: pass --prompt \"...\" (repeat it for more prompts)")
     if not loaded.is_text and (prompts or negative_prompt is not None):
