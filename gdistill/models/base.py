@@ -25,25 +25,19 @@ STUDENT_W_SCALE = 1.0
 
 class GuidanceEmbedding(nn.Module):
     """The student's w-input: w -> sinusoidal features (as for the timestep) -> small MLP whose last
-    layer starts at zero, added to the time embedding. Zero start => fresh student == teacher(cond).
-    zero_at_0: the MLP's value at w = 0 is subtracted, e(w) = mlp(f(w)) - mlp(f(0)), so the input adds
-    nothing at w = 0 however it trains, where the target is the teacher's conditional model itself
-    (runs made before this was recorded in the model config used the plain mlp(f(w)))."""
+    layer starts at zero, added to the time embedding. Zero start => fresh student == teacher(cond)."""
 
-    def __init__(self, features: int, out_dim: int, scale: float = LEGACY_W_SCALE, zero_at_0: bool = False):
+    def __init__(self, features: int, out_dim: int, scale: float = LEGACY_W_SCALE):
         super().__init__()
-        self.features, self.scale, self.zero_at_0 = features, scale, zero_at_0
+        self.features, self.scale = features, scale
         self.mlp = TimestepEmbedding(features, out_dim)
         nn.init.zeros_(self.mlp.linear_2.weight)
         nn.init.zeros_(self.mlp.linear_2.bias)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        w = w.float().flatten()
-        if self.zero_at_0:
-            w = torch.cat([w, w.new_zeros(1)])
-        feats = get_timestep_embedding(w * self.scale, self.features, flip_sin_to_cos=True, downscale_freq_shift=0)
-        out = self.mlp(feats.to(self.mlp.linear_1.weight.dtype))
-        return out[:-1] - out[-1:] if self.zero_at_0 else out
+        feats = get_timestep_embedding(w.float() * self.scale, self.features, flip_sin_to_cos=True,
+                                       downscale_freq_shift=0)
+        return self.mlp(feats.to(self.mlp.linear_1.weight.dtype))
 
 
 class Denoiser(nn.Module):
@@ -62,7 +56,7 @@ class Denoiser(nn.Module):
 
     def student_config(self) -> dict:
         """The config of this teacher's Stage-1 student: the same network with a w-input."""
-        return {**self.config, "w_conditioned": True, "w_embedding_scale": STUDENT_W_SCALE, "w_embedding_zero_at_0": True}
+        return {**self.config, "w_conditioned": True, "w_embedding_scale": STUDENT_W_SCALE}
 
     @property
     def null_label(self) -> int:

@@ -33,8 +33,7 @@ class LatentDiTDenoiser(Denoiser):
         self.transformer = transformer if transformer is not None else DiTTransformer2DModel.from_config(config["transformer"])
         if self.w_conditioned:
             dim = self.transformer.config.num_attention_heads * self.transformer.config.attention_head_dim
-            self.w_embedding = GuidanceEmbedding(W_FEATURES, dim, config.get("w_embedding_scale", STUDENT_W_SCALE),
-                                                 config.get("w_embedding_zero_at_0", False))
+            self.w_embedding = GuidanceEmbedding(W_FEATURES, dim, config.get("w_embedding_scale", STUDENT_W_SCALE))
         self._no_split_modules = list(self.transformer._no_split_modules or [])
 
     @classmethod

@@ -43,8 +43,7 @@ class PixelUNetDenoiser(Denoiser):
         time_dim = channels[0] * 4
         self.label_embedding = nn.Embedding(self.num_classes + 1, time_dim)
         if self.w_conditioned:
-            self.w_embedding = GuidanceEmbedding(channels[0], time_dim, config.get("w_embedding_scale", LEGACY_W_SCALE),
-                                                 config.get("w_embedding_zero_at_0", False))
+            self.w_embedding = GuidanceEmbedding(channels[0], time_dim, config.get("w_embedding_scale", LEGACY_W_SCALE))
 
     @property
     def data_shape(self):

@@ -20,8 +20,7 @@ class ToyMLPDenoiser(Denoiser):
         self.time_embedding = TimestepEmbedding(self.time_features, hidden)
         self.label_embedding = nn.Embedding(self.num_classes + 1, hidden)
         if self.w_conditioned:
-            self.w_embedding = GuidanceEmbedding(self.time_features, hidden, config.get("w_embedding_scale", LEGACY_W_SCALE),
-                                                 config.get("w_embedding_zero_at_0", False))
+            self.w_embedding = GuidanceEmbedding(self.time_features, hidden, config.get("w_embedding_scale", LEGACY_W_SCALE))
         self.inp = nn.Linear(dim, hidden)
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
