@@ -107,7 +107,7 @@ def sample(model: Denoiser, labels: torch.Tensor, steps: int, w: float, sampler:
 
 def sample_prompts(model: Denoiser, manifest: dict, prompts: list[str], n: int, steps: int, w: float,
                    sampler: str = "deterministic", seed: int = 0, device="cpu",
-                   negative_prompt: str | None = None) -> SampleResult:
+                   negative_prompt: str | None = None, on_step: Callable[[int], None] | None = None) -> SampleResult:
     """Images from an SD-family run or teacher: prompt k % len(prompts) for image k, sampled in
     latent space as `sample` does, decoded by the teacher pipeline's VAE. Returns images in
     [-1, 1] with the prompt index as the label."""
@@ -124,7 +124,8 @@ def sample_prompts(model: Denoiser, manifest: dict, prompts: list[str], n: int, 
     index = torch.arange(n) % len(prompts)
     conditions = encoders.encode_prompts([prompts[i] for i in index.tolist()])
     with model.unconditional(negative):
-        latents = sample(model, conditions, steps, w, sampler, seed, device=device, solver_steps=manifest.get("solver_steps"))
+        latents = sample(model, conditions, steps, w, sampler, seed, device=device, on_step=on_step,
+                         solver_steps=manifest.get("solver_steps"))
     return SampleResult(encoders.decode(latents.samples), index, latents.calls_per_image, latents.seconds)
 
 
@@ -206,7 +207,8 @@ def sample_to_file(from_run: str, out: Path, n: int | None, steps: int | None, w
     sampler = sampler or loaded.default_sampler
     if loaded.is_text:
         n = n or len(prompts)
-        result = sample_prompts(model, manifest, prompts, n, steps, w, sampler, seed, device, negative_prompt)
+        with progress("sample", n * steps) as on_step:
+            result = sample_prompts(model, manifest, prompts, n, steps, w, sampler, seed, device, negative_prompt, on_step)
         save_samples(result, out, (-1.0, 1.0), min(n, len(prompts)), prompts=prompts)
     else:
         n = n or 64
