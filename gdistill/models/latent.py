@@ -1,10 +1,13 @@
-"""The Denoiser adapter of Stable-Diffusion-family UNets (SD 1.5 and SDXL), their inpainting and
-SDXL conditions, and LoRA for the student (the pipeline is resolved in sd_pipeline.py; the VAE and text encoder are
-sd_encoders.SDEncoders). The student is the teacher's `UNet2DConditionModel` rebuilt with `time_cond_proj_dim` (diffusers' own hook: a linear map of the
-guidance embedding added to the timestep features) and that projection zero-initialised, so a fresh
-student equals the teacher's conditional UNet. w is embedded with the very function the stock
-StableDiffusionPipeline applies when its UNet has `time_cond_proj_dim` (with w = guidance_scale - 1,
-and no classifier-free guidance pass), so an exported student samples in plain diffusers.
+"""The Denoiser adapters of text-to-image latent models: what they share (TextLatentDenoiser: the
+condition tensor, the unconditional buffer, resolution, LoRA), and Stable-Diffusion-family UNets
+(SD 1.5 and SDXL) with their inpainting and SDXL conditions. The pipeline is resolved in
+sd_pipeline.py; the VAE and text encoders are sd_encoders.SDEncoders; SD3 transformers are sd3.py.
+The UNet student is the teacher's `UNet2DConditionModel` rebuilt with `time_cond_proj_dim`
+(diffusers' own hook: a linear map of the guidance embedding added to the timestep features) and
+that projection zero-initialised, so a fresh student equals the teacher's conditional UNet. w is
+embedded as the stock StableDiffusionPipeline embeds it when its UNet has `time_cond_proj_dim` (with
+w = guidance_scale - 1, and no classifier-free guidance pass), so an exported student samples in
+plain diffusers.
 """
 from __future__ import annotations
 
@@ -197,6 +200,7 @@ class LatentUNetDenoiser(TextLatentDenoiser):
         if self.w_conditioned and unet is None:  # zero start: a fresh student equals the teacher's conditional UNet
             torch.nn.init.zeros_(self.unet.time_embedding.cond_proj.weight)
         self._finish_init(config)
+        self._time_ids = {}  # SDXL's size ids per (H, W, device)
 
     @classmethod
     def from_pipeline(cls, pipe) -> LatentUNetDenoiser:
@@ -250,6 +254,10 @@ class LatentUNetDenoiser(TextLatentDenoiser):
 
     def sdxl_time_ids(self, z: torch.Tensor) -> torch.Tensor:
         """SDXL's size and crop conditioning as the stock pipeline makes it for an image of z's size:
-        (original H, W, crop top, left, target H, W) = (H, W, 0, 0, H, W) in pixels."""
+        (original H, W, crop top, left, target H, W) = (H, W, 0, 0, H, W) in pixels. Made once per
+        size and device (a tensor built from host values at every call would wait for the GPU)."""
         h, w = (n * self.config["sdxl"]["vae_scale_factor"] for n in z.shape[-2:])
-        return torch.tensor([h, w, 0, 0, h, w], device=z.device, dtype=torch.float32).expand(len(z), 6)
+        key = (h, w, z.device)
+        if key not in self._time_ids:
+            self._time_ids[key] = torch.tensor([h, w, 0, 0, h, w], device=z.device, dtype=torch.float32)
+        return self._time_ids[key].expand(len(z), 6)
