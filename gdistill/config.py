@@ -87,6 +87,8 @@ class DMDConfig(MatchConfig):
     from) plus the generator's steps and the two time-scale rule."""
     generator_steps: int | None = None  # 1: a one-step generator; 2, 4: multi-step with re-noising
     fake_updates: int | None = None  # fake-score updates per generator update (DMD2: 5)
+    gan_weight: float = 0.0  # the generator's GAN term; 0: no GAN head (DMD2 ImageNet: 3e-3)
+    gan_head_weight: float = 0.01  # the discriminator's classifier loss beside the fake score's (DMD2: 1e-2)
 
 
 @dataclass
@@ -258,6 +260,8 @@ def validate(c) -> None:
         _require(c.fake_updates >= 1, f"--fake-updates must be at least 1, got {c.fake_updates}")
         _require(c.train_steps > c.fake_updates, f"--train-steps {c.train_steps} leaves no generator update: each "
                  f"takes {c.fake_updates} fake-score updates first (--fake-updates); use more steps")
+        _require(0 <= c.gan_weight < math.inf, f"--gan-weight must be a finite number >= 0 (0: no GAN head), got {c.gan_weight}")
+        _require(0 < c.gan_head_weight < math.inf, f"--gan-head-weight must be a finite number > 0, got {c.gan_head_weight}")
     if isinstance(c, HalveConfig):
         _require(c.rounds >= 1, f"--rounds must be at least 1, got {c.rounds}")
         s = c.start_steps

@@ -11,6 +11,8 @@ the loop's FSDP2 path (sharded weights, gathered checkpoints and results) runs o
 --lora R: a LoRA adapter of it trains instead (frozen and trained weights in one shard group).
 --model toy-consistency: consistency distillation of the built-in toy2d teacher, the real objective,
 whose target network is the EMA read as a network (under FSDP: the averaged shards).
+--model toy-dmd: DMD of the toy2d teacher with the GAN head (two networks in turns, the critic
+frozen in the generator's turn).
 """
 import argparse
 from pathlib import Path
@@ -59,6 +61,21 @@ def toy_consistency_student(batch: int):
     return make_student(teacher), ConsistencyDistillation(Toy2D(), teacher, config, 0.0, 4.0)
 
 
+def toy_dmd_networks(batch: int):
+    """DMD of the built-in toy2d teacher with the GAN head: the generator and the fake score as one
+    module, trained in turns (the fake score twice, then the generator)."""
+    from gdistill.config import DMDConfig, apply_preset
+    from gdistill.models import make_student
+    from gdistill.run_folder import load_model
+    from gdistill.stages.objectives import DistributionMatching, GeneratorAndFakeScore
+
+    torch.manual_seed(0)
+    teacher, _, _ = load_model("toy2d")
+    config = apply_preset(DMDConfig(teacher="toy2d", batch_size=batch, fake_updates=2, gan_weight=0.1), "toy-mlp", "dmd")
+    networks = GeneratorAndFakeScore(make_student(teacher), make_student(teacher), gan_head=True)
+    return networks, DistributionMatching(Toy2D(), teacher, config, 0.0, 4.0)
+
+
 def sd_tiny_student(folder: str, lora_rank: int):
     """The w-conditioned student of a tiny SD pipeline, trained to denoise random latents given
     random text embeddings (what the UNet computes is the real one; the data need not be)."""
@@ -100,16 +117,22 @@ def main() -> None:
 
     batch, calls = 64 // args.accumulation, []
     objective = None
-    if args.model == "toy-consistency":
-        model, objective = toy_consistency_student(batch)
+    if args.model in ("toy-consistency", "toy-dmd"):
+        model, objective = (toy_consistency_student if args.model == "toy-consistency" else toy_dmd_networks)(batch)
         loss_of_batch = lambda net, generator, device, _: objective(net, generator, device)[0]  # noqa: E731
     else:
         model, loss_of_batch = toy_student() if args.model == "toy" else sd_tiny_student(args.model.split(":", 1)[1], args.lora)
 
     class Loss(Objective):
+        trains_in_turns = getattr(objective, "trains_in_turns", False)
+
         def prepare(self, device, model, ema):
             if objective is not None:
                 objective.prepare(device, model, ema)
+
+        def at_step(self, step):
+            if objective is not None:
+                objective.at_step(step)
 
         def __call__(self, net, generator, device):
             calls.append(1)

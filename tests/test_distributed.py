@@ -5,7 +5,7 @@ gradient all-reduce sums in another order); gradient accumulation likewise. Thro
 with the shipped examples/accelerate/fsdp_8gpus.yaml on 2 CPU processes (the worker lifts accelerate's
 GPU-only gate, see tests/distributed_worker.py): the same weights as 1 process, a crashed run resumes
 bit-identical, its checkpoint resumes in a single process, consistency distillation (whose target
-network is the EMA) trains as in one process, and the SD UNet (whole, or with a LoRA
+network is the EMA) and DMD with its GAN head train as in one process, and the SD UNet (whole, or with a LoRA
 adapter) is sharded block by block."""
 import os
 import shutil
@@ -90,8 +90,11 @@ def test_two_process_match_writes_the_one_process_run(tmp_path):
 
 @pytest.mark.slow
 def test_two_process_dmd_trains_its_two_networks_in_turns_as_one_process(tmp_path):
-    """DMD's steps reach one network each (generator or fake score): DDP must expect unused weights."""
-    args = ["dmd", "--teacher", "toy2d", "--train-steps", 12, "--fake-updates", 2, "--batch-size", 64, "--log-every", 6]
+    """DMD's steps reach one network each (generator or fake score): DDP must expect unused weights.
+    With the GAN head the generator's turn runs the critic frozen (its weights are no part of that
+    step's graph)."""
+    args = ["dmd", "--teacher", "toy2d", "--train-steps", 12, "--fake-updates", 2, "--batch-size", 64, "--log-every", 6,
+            "--gan-weight", 0.1]
     launch(2, "-m", "gdistill", *args, "--out", tmp_path / "two")
     launch(1, "-m", "gdistill", *args, "--out", tmp_path / "one")
     two, manifest, _ = load_model(tmp_path / "two")
@@ -138,6 +141,19 @@ def test_fsdp_consistency_targets_the_averaged_shards(tmp_path):
     # the run trained, and the EMA target lags the weights (a target equal to the student would not)
     trained, averaged = weights(tmp_path / "one" / "rank0.safetensors"), weights(tmp_path / "one" / "rank0-ema.safetensors")
     assert max((trained[k] - averaged[k]).abs().max() for k in trained) > 1e-4
+
+
+@pytest.mark.slow
+def test_fsdp_dmd_with_the_gan_head_trains_as_one_process(tmp_path):
+    """DMD's generator and fake score sharded as one module; the generator's turn reads the frozen
+    critic's logit (its requires_grad off and back on) through FSDP's gathers."""
+    worker = "tests/distributed_worker.py"
+    accelerate_launch(FSDP, 2, worker, tmp_path / "fsdp", "--fsdp", "--model", "toy-dmd", "--steps", 12)
+    launch(1, worker, tmp_path / "one", "--model", "toy-dmd", "--steps", 12)
+    for name in ("rank0.safetensors", "rank0-ema.safetensors"):
+        assert_close(weights(tmp_path / "fsdp" / name), weights(tmp_path / "one" / name))
+    trained = weights(tmp_path / "one" / "rank0.safetensors")
+    assert any(k.startswith("gan_head.") for k in trained)
 
 
 @pytest.mark.slow

@@ -3,12 +3,14 @@ two networks train in turns (fake score, then generator), a k-step generator tra
 its own sampling reaches, and on toy2d (4 classes, each two opposite modes) a 1-step generator
 covers every mode of every class at w = 0 and w = 4, measured against the guided teacher (at w = 4
 it is also more spread than the teacher: docs/dmd.md)."""
+import math
+
 import pytest
 import torch
 
 from gdistill.config import DMDConfig, apply_preset
 from gdistill.data import Toy2D
-from gdistill.diffusion import alpha_sigma_like, distribution_matching_target
+from gdistill.diffusion import alpha_sigma_like, discriminator_loss, distribution_matching_target, generator_gan_loss
 from gdistill.metrics import class_energy_distance
 from gdistill.models import make_student
 from gdistill.run_folder import load_model
@@ -25,13 +27,20 @@ def test_the_generator_target_gives_dmds_gradient():
     assert torch.allclose(x.grad, (x_fake - x_real) / scale, atol=1e-6)
 
 
-def objective_and_networks(generator_steps=1, fake_updates=3):
+def test_the_gan_terms_are_the_non_saturating_losses():
+    real, fake = torch.randn(16), torch.randn(16)
+    expected = -(torch.sigmoid(real).log().mean() + (1 - torch.sigmoid(fake)).log().mean())
+    assert torch.allclose(discriminator_loss(real, fake), expected, atol=1e-6)
+    assert torch.allclose(generator_gan_loss(fake), -torch.sigmoid(fake).log().mean(), atol=1e-6)
+
+
+def objective_and_networks(generator_steps=1, fake_updates=3, gan_weight=0.0, batch_size=64):
     teacher, _, _ = load_model("toy2d")
-    config = apply_preset(DMDConfig(teacher="toy2d", batch_size=64, generator_steps=generator_steps,
-                                    fake_updates=fake_updates), "toy-mlp", "dmd")
+    config = apply_preset(DMDConfig(teacher="toy2d", batch_size=batch_size, generator_steps=generator_steps,
+                                    fake_updates=fake_updates, gan_weight=gan_weight), "toy-mlp", "dmd")
     torch.manual_seed(0)
     generator = make_student(teacher)
-    networks = GeneratorAndFakeScore(generator, make_student(teacher))
+    networks = GeneratorAndFakeScore(generator, make_student(teacher), gan_head=gan_weight > 0)
     objective = DistributionMatching(Toy2D(), teacher, config, 0.0, 4.0)
     objective.prepare(torch.device("cpu"), networks, None)
     return objective, networks
@@ -53,6 +62,55 @@ def test_fake_score_and_generator_train_in_turns():
     assert trained == ["fake_score"] * 3 + ["generator"] + ["fake_score"] * 3 + ["generator"]
 
 
+def test_with_a_gan_head_each_turn_still_reaches_one_side():
+    """The fake score's turn trains it and the head (denoising + classifier loss); the generator's
+    turn adds the GAN term, whose gradient goes through the frozen critic to the generator only,
+    and leaves every critic weight's requires_grad as it was (a LoRA run freezes some)."""
+    objective, networks = objective_and_networks(fake_updates=1, gan_weight=0.5)
+    networks.fake_score.time_embedding.requires_grad_(False)  # as a frozen base weight would be
+    flags = {name: p.requires_grad for name, p in networks.named_parameters()}
+    critic = [*networks.fake_score.parameters(), *networks.gan_head.parameters()]
+    for step, side in ((0, "critic"), (1, "generator")):
+        networks.zero_grad(set_to_none=True)
+        objective.at_step(step)
+        loss, terms = objective(networks, torch.Generator().manual_seed(step), torch.device("cpu"))
+        loss.backward()
+        reached_generator = any(p.grad is not None for p in networks.generator.parameters())
+        reached_critic = [p.grad is not None for p in critic if p.requires_grad]
+        if side == "critic":
+            assert set(terms) == {"fake_score_loss", "discriminator_loss"}
+            assert not reached_generator and all(reached_critic)
+        else:
+            assert set(terms) == {"dmd_loss", "generator_gan_loss"}
+            assert reached_generator and not any(reached_critic)
+        assert {name: p.requires_grad for name, p in networks.named_parameters()} == flags
+    # the GAN term changes the generator's gradient: the same draw without it differs
+    plain = {n: p.grad.clone() for n, p in networks.generator.named_parameters()}
+    objective.config = objective.config.__class__(**{**objective.config.__dict__, "gan_weight": 1e-9})
+    networks.zero_grad(set_to_none=True)
+    objective(networks, torch.Generator().manual_seed(1), torch.device("cpu"))[0].backward()
+    assert any(not torch.allclose(plain[n], p.grad) for n, p in networks.generator.named_parameters())
+
+
+def test_the_gan_head_learns_to_tell_the_data_from_the_generators_samples():
+    """Critic turns only: the classifier loss falls from log 4 (a coin) as the head learns that the
+    fresh generator's 1-step samples (near each class's mean, between its two modes) are not data."""
+    objective, networks = objective_and_networks(fake_updates=1000, gan_weight=0.01, batch_size=256)
+    critic = [*networks.fake_score.parameters(), *networks.gan_head.parameters()]
+    optimizer = torch.optim.Adam(critic, lr=1e-3)
+    losses = []
+    for step in range(300):
+        objective.at_step(step)
+        loss, terms = objective(networks, torch.Generator().manual_seed(step), torch.device("cpu"))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(terms["discriminator_loss"])
+    first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
+    print(f"classifier loss {first:.3f} -> {last:.3f} (log 4 = {math.log(4):.3f})")
+    assert abs(first - math.log(4)) < 0.1 and last < 0.8 * math.log(4), (first, last)
+
+
 def test_a_multi_step_generator_trains_on_the_states_its_sampling_reaches():
     objective, networks = objective_and_networks(generator_steps=2)
     generator = torch.Generator().manual_seed(0)
@@ -60,15 +118,17 @@ def test_a_multi_step_generator_trains_on_the_states_its_sampling_reaches():
     w = torch.full((512,), 2.0)
     objective.config = objective.config.__class__(**{**objective.config.__dict__, "batch_size": 512})
     z, t = objective.generator_input(networks, 512, noise, labels, w, generator)
-    assert set(t.tolist()) == {1.0, 0.5}
-    first = t == 1.0
-    assert torch.equal(z[first], noise[first])  # the first grid time starts from noise
-    # at t = 1/2 the input is the generator's own 1-step sample re-noised: a x + s n, n ~ N(0, I)
+    assert set(t.tolist()) == {0.5}  # the last grid time: its output is the sample
+    # the input there is the generator's own first step from the noise, re-noised: a x + s n, n ~ N(0, I)
     with torch.no_grad():
         x = networks.generator(noise, torch.ones(512), labels, w)
     a, s = alpha_sigma_like(networks.generator.schedule, torch.full((512,), 0.5), x)
-    n = (z[~first] - a[~first] * x[~first]) / s[~first]
+    n = (z - a * x) / s
     assert abs(n.mean().item()) < 0.1 and abs(n.std().item() - 1) < 0.1
+    # a 1-step generator starts from the noise itself
+    objective.config = objective.config.__class__(**{**objective.config.__dict__, "generator_steps": 1})
+    z, t = objective.generator_input(networks, 512, noise, labels, w, generator)
+    assert torch.equal(z, noise) and set(t.tolist()) == {1.0}
 
 
 def mode_coverage(samples: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
@@ -123,3 +183,39 @@ def test_dmd_trains_under_bf16_autocast_with_finite_terms(tmp_path, cli):
     records = [json.loads(line) for line in (tmp_path / "d" / "log.jsonl").read_text().splitlines()]
     terms = {k: v for r in records for k, v in r.items() if k in ("fake_score_loss", "dmd_loss")}
     assert set(terms) == {"fake_score_loss", "dmd_loss"} and all(math.isfinite(v) for v in terms.values())
+
+
+def tiny_teacher(family: str, folder):
+    """A teacher of each model family, and a batch of its conditions."""
+    from gdistill.models.sd_pipeline import load_pipeline_teacher
+    from tests.sd_tiny import build_tiny_dit, build_tiny_sd, build_tiny_sd3
+
+    if family in ("toy2d", "digits"):
+        teacher, _, _ = load_model(family)
+        return teacher, torch.tensor([0, 1, 2])
+    build = {"sd": build_tiny_sd, "sd3": build_tiny_sd3, "dit": build_tiny_dit}[family]
+    teacher, _, _ = load_pipeline_teacher(str(build(folder)))
+    teacher.with_latent_size(8)
+    if family == "dit":
+        return teacher, torch.tensor([0, 1, 207])
+    return teacher, teacher.null_embedding.expand(3, *teacher.null_embedding.shape)
+
+
+@pytest.mark.parametrize("family", ["toy2d", "digits", "sd", "sd3", "dit"])
+def test_every_model_family_gives_the_gan_head_its_features(family, tmp_path):
+    """The head reads each family's feature layer (toy MLP's last residual stream, the UNets' mid
+    block, the transformers' middle block): one forward gives x and a logit per example, and the
+    logit depends on each example's own input. Frozen, the critic passes gradients to the input only."""
+    teacher, condition = tiny_teacher(family, tmp_path)
+    torch.manual_seed(0)
+    networks = GeneratorAndFakeScore(make_student(teacher), make_student(teacher), gan_head=True)
+    torch.nn.init.normal_(networks.gan_head[-1].weight)  # past its zero start
+    z = torch.randn(3, *teacher.data_shape, requires_grad=True)
+    t, w = torch.tensor([0.3, 0.5, 0.9]), torch.tensor([0.0, 1.0, 4.0])
+    with networks.critic_frozen():
+        x, logit = networks("critic", z, t, condition, w)
+    assert x.shape == z.shape and logit.shape == (3,) and torch.isfinite(logit).all()
+    logit[1].backward()
+    per_example = z.grad.flatten(1).abs().sum(1)
+    assert per_example[1] > 0 and per_example[0] == 0 and per_example[2] == 0
+    assert all(p.grad is None for p in [*networks.fake_score.parameters(), *networks.gan_head.parameters()])

@@ -12,6 +12,7 @@ import math
 from typing import Callable
 
 import torch
+from torch.nn.functional import softplus
 
 from .schedules import Schedule
 
@@ -184,6 +185,17 @@ def distribution_matching_target(x, x_real, x_fake):
     the dimensions). The target is x - g: 0.5 |x - stopgrad(x - g)|^2 has gradient g in x."""
     scale = (x - x_real).abs().flatten(1).mean(1).clamp_min(1e-8)
     return x - (x_fake - x_real) / broadcast(scale, x)
+
+
+def discriminator_loss(logit_real, logit_fake):
+    """The non-saturating GAN's classifier loss (DMD2's on the fake score's features):
+    softplus(-D(real)) + softplus(D(fake)), i.e. -log sigmoid(D(real)) - log(1 - sigmoid(D(fake)))."""
+    return softplus(-logit_real).mean() + softplus(logit_fake).mean()
+
+
+def generator_gan_loss(logit_fake):
+    """The non-saturating generator term: softplus(-D(fake)) = -log sigmoid(D(fake))."""
+    return softplus(-logit_fake).mean()
 
 
 def pseudo_huber_loss(prediction, target, c: float):

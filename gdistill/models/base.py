@@ -85,6 +85,11 @@ class Denoiser(nn.Module):
             raise GdistillError(f"--gradient-checkpointing: the {self.kind} model does not support it; leave the flag out")
         unet.enable_gradient_checkpointing()
 
+    def feature_layer(self) -> tuple[nn.Module, int]:
+        """(the layer whose output is the network's bottleneck features, their channel width): what
+        a discriminator head reads (dmd --gan-weight)."""
+        raise GdistillError(f"--gan-weight: the {self.kind} model names no feature layer for a GAN head; leave the flag out")
+
     def add_lora(self, rank: int) -> None:
         raise GdistillError(f"--lora-rank: LoRA is for SD-family UNets, this is a {self.kind} model; leave the flag out")
 

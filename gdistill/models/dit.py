@@ -70,6 +70,10 @@ class LatentDiTDenoiser(Denoiser):
     def enable_gradient_checkpointing(self) -> None:
         self.transformer.enable_gradient_checkpointing()
 
+    def feature_layer(self):
+        blocks = self.transformer.transformer_blocks
+        return blocks[len(blocks) // 2], self.transformer.inner_dim
+
     def network_output(self, z, model_t, labels, w):
         from diffusers.models.embeddings import CombinedTimestepLabelEmbeddings
 

@@ -252,6 +252,9 @@ class LatentUNetDenoiser(TextLatentDenoiser):
                         added_cond_kwargs=added).sample
         return out.to(z.dtype)
 
+    def feature_layer(self):
+        return self.unet.mid_block, self.unet.config.block_out_channels[-1]
+
     def sdxl_time_ids(self, z: torch.Tensor) -> torch.Tensor:
         """SDXL's size and crop conditioning as the stock pipeline makes it for an image of z's size:
         (original H, W, crop top, left, target H, W) = (H, W, 0, 0, H, W) in pixels. Made once per

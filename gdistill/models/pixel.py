@@ -50,6 +50,9 @@ class PixelUNetDenoiser(Denoiser):
         c, n = self.config["channels"], self.config["image_size"]
         return (c, n, n)
 
+    def feature_layer(self):
+        return self.unet.mid_block, self.config["block_out_channels"][-1]
+
     def network_output(self, z, model_t, labels, w):
         cond = self.label_embedding(labels)
         if w is not None:

@@ -65,6 +65,10 @@ class LatentTransformerDenoiser(TextLatentDenoiser):
         model.null_embedding.copy_(null)
         return model
 
+    def feature_layer(self):
+        blocks = self.transformer.transformer_blocks  # the middle block's image tokens
+        return blocks[len(blocks) // 2], self.transformer.inner_dim
+
     def network_output(self, z, model_t, condition, w):
         dtype = self.transformer.dtype
         text, pooled = unpack_pooled_condition(condition, self.config["text_shape"])

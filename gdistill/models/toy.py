@@ -32,6 +32,9 @@ class ToyMLPDenoiser(Denoiser):
     def data_shape(self):
         return (self.config["dim"],)
 
+    def feature_layer(self):
+        return self.out[0], self.config["hidden"]  # the residual stream after the last block
+
     def network_output(self, z, model_t, labels, w):
         t_feats = get_timestep_embedding(model_t.float(), self.time_features, flip_sin_to_cos=True,
                                          downscale_freq_shift=0)

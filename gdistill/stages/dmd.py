@@ -21,7 +21,7 @@ def dmd(config: DMDConfig) -> Path:
     generator = prepare_student(make_student(start.source), config)
     # With --lora-rank each network gets its own adapter over its own frozen copy of the weights
     # (the fake score's is dropped at the end); LoRA saves their gradients and optimizer state.
-    networks = GeneratorAndFakeScore(generator, copy.deepcopy(generator))
+    networks = GeneratorAndFakeScore(generator, copy.deepcopy(generator), gan_head=config.gan_weight > 0)
     objective = DistributionMatching(start.data, start.source, config, start.w_min, start.w_max)
     return commit_one_run(start, networks, objective, {"kind": "dmd", "steps": config.generator_steps,
                                                        "fake_updates": config.fake_updates},

@@ -24,14 +24,16 @@ calls before the first step.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
 import torch
 
 from ..data import Dataset
-from ..diffusion import (alpha_sigma_like, consistency_output, ddim_step_t, diffuse, distribution_matching_target,
-                         halving_target_t, pseudo_huber_loss, sampling_grid, weighted_x_loss)
+from ..diffusion import (alpha_sigma_like, consistency_output, ddim_step_t, diffuse, discriminator_loss,
+                         distribution_matching_target, generator_gan_loss, halving_target_t, pseudo_huber_loss,
+                         sampling_grid, weighted_x_loss)
 from ..errors import GdistillError
 from ..models import Denoiser, denoise_fn, guided_predict_x
 from ..train import Objective
@@ -189,14 +191,57 @@ class ConsistencyDistillation(FrozenTeacherObjective):
         return (prediction - target).pow(2).mean()
 
 
+def pooled(features) -> torch.Tensor:
+    """A feature layer's output as (B, C): spatial maps (B, C, H, W) and token sequences (B, N, C)
+    averaged; a block returning a tuple (SD3's joint blocks: text, image tokens) gives its last."""
+    if isinstance(features, tuple):
+        features = features[-1]
+    if features.ndim == 4:
+        return features.mean((2, 3))
+    return features.mean(1) if features.ndim == 3 else features
+
+
 class GeneratorAndFakeScore(torch.nn.Module):
     """DMD's two trained networks as one module, so that the one training loop (one optimizer, one
     EMA, one checkpoint) trains both: `forward(part, ...)` runs one of them, through whatever wraps
-    the module (DDP's gradient hooks, FSDP's gathers). The run ships the generator."""
+    the module (DDP's gradient hooks, FSDP's gathers). The run ships the generator.
+    With `gan_head`, the fake score is also a discriminator (DMD2): a small head reads its
+    bottleneck features (Denoiser.feature_layer, kept by a forward hook) and gives a real/fake logit;
+    `critic(...)` returns (the fake score's x prediction, the logit) from one forward."""
 
-    def __init__(self, generator: Denoiser, fake_score: Denoiser):
+    def __init__(self, generator: Denoiser, fake_score: Denoiser, gan_head: bool = False):
         super().__init__()
         self.generator, self.fake_score = generator, fake_score
+        self.gan_head = None
+        if gan_head:
+            layer, width = fake_score.feature_layer()
+            self.gan_head = torch.nn.Sequential(torch.nn.Linear(width, width), torch.nn.SiLU(), torch.nn.Linear(width, 1))
+            torch.nn.init.zeros_(self.gan_head[-1].weight)  # logit 0 at the start: the GAN terms begin neutral
+            torch.nn.init.zeros_(self.gan_head[-1].bias)
+            self._features = None
+            layer.register_forward_hook(self._keep_features)
+
+    def _keep_features(self, module, args, output):
+        self._features = output
+
+    def critic(self, z, t, labels, w):
+        x = self.fake_score(z, t, labels, w)
+        features, self._features = pooled(self._features), None  # not kept: the EMA deep-copies the module
+        return x, self.gan_head(features.to(self.gan_head[0].weight.dtype)).squeeze(1)
+
+    @contextlib.contextmanager
+    def critic_frozen(self):
+        """The fake score and its head as constants (requires_grad off, each flag restored after):
+        the generator's GAN term differentiates the logit in x only, so the critic's weights get
+        no gradient and the optimizer leaves them alone in the generator's turn."""
+        critic = [p for p in [*self.fake_score.parameters(), *self.gan_head.parameters()] if p.requires_grad]
+        for p in critic:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p in critic:
+                p.requires_grad_(True)
 
     def forward(self, part: str, *args):
         return getattr(self, part)(*args)
@@ -213,8 +258,12 @@ class DistributionMatching(FrozenTeacherObjective):
     generator by the distribution-matching gradient between the real score (the teacher guided at
     the example's w, or a Stage-1 model) and the fake one. No regression to teacher samples.
     A k-step generator (generator_steps) samples on the uniform k-step grid, re-noising between
-    steps; training draws one of its grid times per example and makes the generator's input there
-    the way sampling does, by running the generator itself from noise (DMD2's backward simulation)."""
+    steps; both turns see its last step, whose input is made the way sampling makes it, by running
+    the generator itself from noise without gradients (DMD2's backward simulation, kept to the
+    step whose output is the sample: see generator_input).
+    With gan_weight > 0 the fake score is also a discriminator between the data's images and the
+    generator's samples, both diffused (DMD2's GAN term): its turn adds gan_head_weight times the
+    classifier loss, the generator's turn adds gan_weight times the non-saturating generator loss."""
 
     loss_name = "dmd_loss"
     trains_in_turns = True
@@ -222,50 +271,75 @@ class DistributionMatching(FrozenTeacherObjective):
     def __init__(self, data: Dataset, teacher: Denoiser, config, w_min: float, w_max: float):
         super().__init__(data, teacher, config, w_min, w_max)
         self.updates_generator = False
+        self.networks = None
+
+    def prepare(self, device, model, ema):
+        super().prepare(device, model, ema)
+        self.networks = model  # the unwrapped GeneratorAndFakeScore, for critic_frozen
 
     def at_step(self, step):
         self.updates_generator = step % (self.config.fake_updates + 1) == self.config.fake_updates
 
     def generator_input(self, net, size: int, noise, labels, w, generator: torch.Generator):
-        """(z, t) per example: one of the generator's grid times, and the state its sampling
-        reaches there from `noise` (re-noised with fresh draws, as the renoise sampler does)."""
+        """(z, t): the generator's last grid time t = 1/k, and the state its sampling reaches there
+        from `noise` (k - 1 generator steps, re-noised with fresh draws as the renoise sampler does).
+        DMD2 draws any grid time; then the fake score learns the mixture of every step's outputs
+        while only the last step's are samples, and on toy2d its 2-step generator was 15x further
+        from the teacher than its 1-step one (docs/dmd.md). At k = 1 the input is pure noise at t = 1."""
         grid = sampling_grid(self.config.generator_steps)
         share, device = process_share(size), noise.device
-        index = torch.randint(0, len(grid), (size,), generator=generator)
         renoise = [torch.randn((size, *noise.shape[1:]), generator=generator)[share].to(device) for _ in grid[1:]]
-        states = [noise]
+        z = noise
         with torch.no_grad():
-            # as far down the grid as any example of the global batch needs (the same number of
-            # calls in every process: under FSDP each one gathers the weights)
-            for k in range(int(index.max())):
+            for k in range(len(grid) - 1):
                 t = torch.full((len(noise),), grid[k], device=device)
-                x = net("generator", states[-1], t, labels, w)
-                states.append(diffuse(x, renoise[k], *alpha_sigma_like(self.schedule, torch.full_like(t, grid[k + 1]), x)))
-        index = index[share].to(device)
-        z = torch.stack(states)[index, torch.arange(len(index), device=device)]
-        return z, torch.tensor(grid, device=device)[index]
+                x = net("generator", z, t, labels, w)
+                z = diffuse(x, renoise[k], *alpha_sigma_like(self.schedule, torch.full_like(t, grid[k + 1]), x))
+        return z, torch.full((len(noise),), grid[-1], device=device)
+
+    def diffused(self, x, size: int, generator: torch.Generator):
+        """x at t ~ U[DMD_TIME_RANGE] (this process's share of the draws), and t."""
+        low, high = DMD_TIME_RANGE
+        share = process_share(size)
+        t = (low + (high - low) * torch.rand(size, generator=generator)[share]).to(x.device)
+        eps = torch.randn((size, *x.shape[1:]), generator=generator)[share].to(x.device)
+        return diffuse(x, eps, *alpha_sigma_like(self.schedule, t, x)), t
 
     def __call__(self, net, generator, device):
         size = micro_batch_size(self.config)
-        _, labels, noise = draw_batch(self.data, size, generator, device)  # DMD uses conditions, not images
+        # the images only serve the GAN term, as the real class
+        x_data, labels, noise = draw_batch(self.data, size, generator, device)
         labels, w = self.draw_extras(size, labels, generator, device)
         z_in, t_in = self.generator_input(net, size, noise, labels, w, generator)
-        low, high = DMD_TIME_RANGE
-        share = process_share(size)
-        t = (low + (high - low) * torch.rand(size, generator=generator)[share]).to(device)
-        eps = torch.randn((size, *noise.shape[1:]), generator=generator)[share].to(device)
+        gan = self.config.gan_weight > 0
         if not self.updates_generator:  # the fake score learns to denoise the generator's samples
             with torch.no_grad():
                 x_g = net("generator", z_in, t_in, labels, w)
-            z_t = diffuse(x_g, eps, *alpha_sigma_like(self.schedule, t, x_g))
-            loss = weighted_x_loss(net("fake_score", z_t, t, labels, w), x_g, self.schedule.log_snr(t),
-                                   self.config.weighting)
-            return loss, {"fake_score_loss": loss.item()}
+            z_t, t = self.diffused(x_g, size, generator)
+            log_snr = self.schedule.log_snr(t)
+            if not gan:
+                loss = weighted_x_loss(net("fake_score", z_t, t, labels, w), x_g, log_snr, self.config.weighting)
+                return loss, {"fake_score_loss": loss.item()}
+            z_data, t_data = self.diffused(x_data, size, generator)
+            n = len(z_t)  # one forward for both halves
+            x_fake, logit = net("critic", torch.cat([z_t, z_data]), torch.cat([t, t_data]),
+                                torch.cat([labels, labels]), torch.cat([w, w]))
+            denoising = weighted_x_loss(x_fake[:n], x_g, log_snr, self.config.weighting)
+            classifier = discriminator_loss(logit[n:], logit[:n])
+            loss = denoising + self.config.gan_head_weight * classifier
+            return loss, {"fake_score_loss": denoising.item(), "discriminator_loss": classifier.item()}
         x_g = net("generator", z_in, t_in, labels, w)
+        z_t, t = self.diffused(x_g, size, generator)  # with gradients to x_g, for the GAN term
         with torch.no_grad():
-            z_t = diffuse(x_g, eps, *alpha_sigma_like(self.schedule, t, x_g))
             x_real = denoise_fn(self.teacher, labels, w)(z_t, t)
             x_fake = net("fake_score", z_t, t, labels, w)
             target = distribution_matching_target(x_g, x_real, x_fake)
         loss = 0.5 * (x_g - target).pow(2).mean()
-        return loss, {self.loss_name: loss.item()}
+        terms = {self.loss_name: loss.item()}
+        if gan:
+            with self.networks.critic_frozen():
+                _, logit = net("critic", z_t, t, labels, w)
+            gan_loss = generator_gan_loss(logit)
+            loss = loss + self.config.gan_weight * gan_loss
+            terms["generator_gan_loss"] = gan_loss.item()
+        return loss, terms
