@@ -12,7 +12,8 @@ every route gdistill offers to a few-step w-conditioned student, timing each run
 - consistency from the teacher: `gdistill consistency --teacher TEACHER` (one run, any step count);
 - consistency from Stage 1: `gdistill consistency --teacher STAGE1` (one call a solver step; its
   training time counts Stage 1's too);
-- distribution matching from the teacher: `gdistill dmd --teacher TEACHER` (a 1-step generator).
+- distribution matching from the teacher: `gdistill dmd --teacher TEACHER` (a 1-step generator), and
+  the same with DMD2's GAN head (`--gan-weight`, --dmd-gan-weight: 1 for toy2d, 0.3 for image teachers).
 
 Then one `gdistill eval` of all of them, and of the guided teacher at --teacher-steps, over the w of
 --w, from the same seed and labels: distance to the data and to the teacher's own --to-teacher-step
@@ -59,7 +60,8 @@ def main() -> None:
     parser.add_argument("--match-args", default="", help="extra `gdistill match` options, e.g. \"--train-steps 8000\"")
     parser.add_argument("--halve-args", default="", help="extra `gdistill halve` options")
     parser.add_argument("--consistency-args", default="", help="extra `gdistill consistency` options (both consistency runs)")
-    parser.add_argument("--dmd-args", default="", help="extra `gdistill dmd` options")
+    parser.add_argument("--dmd-args", default="", help="extra `gdistill dmd` options (both DMD runs)")
+    parser.add_argument("--dmd-gan-weight", type=float, default=None, help="--gan-weight of the DMD run with the GAN head (default: 1 for toy2d, 0.3 for image teachers)")
     parser.add_argument("--inception-weights", default=None, help="image teachers: TorchScript Inception (default_1.pt) for Inception FID")
     parser.add_argument("--device", default="cpu", help="where eval samples (training runs on accelerate's default)")
     parser.add_argument("--reuse-report", action="store_true", help="write the results from an existing eval report instead of re-running it")
@@ -71,7 +73,8 @@ def main() -> None:
     suffix = "" if args.device == "cpu" else "_" + args.device.split(":")[0]
     gd = [sys.executable, "-m", "gdistill"]
     stage1, pd = work / "stage1", work / "pd"
-    cd_teacher, cd_stage1, dmd_teacher = work / "cd-teacher", work / "cd-stage1", work / "dmd-teacher"
+    cd_teacher, cd_stage1, dmd_teacher, dmd_gan = work / "cd-teacher", work / "cd-stage1", work / "dmd-teacher", work / "dmd-gan"
+    gan_weight = args.dmd_gan_weight if args.dmd_gan_weight is not None else (1.0 if args.teacher == "toy2d" else 0.3)
 
     # every step resumes an interrupted run of its own (a half-trained run holds no weights file yet)
     if not (stage1 / WEIGHTS).exists():
@@ -83,8 +86,9 @@ def main() -> None:
     for out_dir, source in ((cd_teacher, args.teacher), (cd_stage1, str(stage1))):
         if not (out_dir / WEIGHTS).exists():
             run(gd + ["consistency", "--teacher", source, "--out", str(out_dir)] + shlex.split(args.consistency_args))
-    if not (dmd_teacher / WEIGHTS).exists():
-        run(gd + ["dmd", "--teacher", args.teacher, "--out", str(dmd_teacher)] + shlex.split(args.dmd_args))
+    for out_dir, extra in ((dmd_teacher, []), (dmd_gan, ["--gan-weight", str(gan_weight)])):
+        if not (out_dir / WEIGHTS).exists():
+            run(gd + ["dmd", "--teacher", args.teacher, "--out", str(out_dir)] + extra + shlex.split(args.dmd_args))
 
     # training minutes to reach each student, everything it depends on included
     seconds_stage1 = training_seconds(stage1)
@@ -93,6 +97,7 @@ def main() -> None:
     train_minutes["cd-teacher"] = training_seconds(cd_teacher) / 60
     train_minutes["cd-stage1"] = (seconds_stage1 + training_seconds(cd_stage1)) / 60
     train_minutes["dmd-teacher"] = training_seconds(dmd_teacher) / 60
+    train_minutes["dmd-gan"] = training_seconds(dmd_gan) / 60
 
     report = Path(args.out) / f"objectives_{name}_eval{suffix}"
     if report.is_absolute() and report.is_relative_to(Path.cwd()):
@@ -100,7 +105,7 @@ def main() -> None:
     metrics = {"toy2d": ["--ed"], "digits": ["--fid"]}.get(args.teacher, [])
     if args.inception_weights:
         metrics += ["--fid", "--inception-weights", args.inception_weights]
-    students = [str(pd / f"round-{k}") for k in STUDENT_ROUNDS] + [str(cd_teacher), str(cd_stage1), str(dmd_teacher)]
+    students = [str(pd / f"round-{k}") for k in STUDENT_ROUNDS] + [str(cd_teacher), str(cd_stage1), str(dmd_teacher), str(dmd_gan)]
     eval_cmd = ["eval", *[a for s in students for a in ("--from", s)], "--teacher-steps", args.teacher_steps,
                 "--w", args.w, "--n", str(args.n), "--to-teacher", str(to_teacher), "--device", args.device,
                 *metrics, "--out", str(report), "--overwrite"]
@@ -116,7 +121,8 @@ def main() -> None:
         return None if row["model"] == "teacher" else Path(row["run"]).name
 
     labels = {None: "teacher (guided DDIM)", "cd-teacher": "consistency from the teacher",
-              "cd-stage1": "consistency from Stage 1", "dmd-teacher": "DMD from the teacher", **{f"round-{k}": f"halving round {k}" for k in STUDENT_ROUNDS}}
+              "cd-stage1": "consistency from Stage 1", "dmd-teacher": "DMD from the teacher",
+              "dmd-gan": f"DMD from the teacher, GAN head ({gan_weight:g})", **{f"round-{k}": f"halving round {k}" for k in STUDENT_ROUNDS}}
 
     def table(column: str) -> list[str]:
         lines = ["| model | steps | calls / image | training minutes | " + " | ".join(f"w = {w:g}" for w in ws) + " |",
@@ -140,6 +146,7 @@ def main() -> None:
               f"    gdistill consistency --teacher {args.teacher} {args.consistency_args}".rstrip(),
               f"    gdistill consistency --teacher {stage1} {args.consistency_args}".rstrip(),
               f"    gdistill dmd --teacher {args.teacher} {args.dmd_args}".rstrip(),
+              f"    gdistill dmd --teacher {args.teacher} --gan-weight {gan_weight:g} {args.dmd_args}".rstrip(),
               f"    gdistill {' '.join(eval_cmd)}", ""]
     lines += [f"Training minutes: everything a student needs (a halving round: Stage 1 and every round up to "
               f"it; consistency from Stage 1: Stage 1 and its own run), from the runs' logs. {args.n} samples a row, "
