@@ -13,7 +13,7 @@ every route gdistill offers to a few-step w-conditioned student, timing each run
 - consistency from Stage 1: `gdistill consistency --teacher STAGE1` (one call a solver step; its
   training time counts Stage 1's too);
 - distribution matching from the teacher: `gdistill dmd --teacher TEACHER` (a 1-step generator), and
-  the same with DMD2's GAN head (`--gan-weight`, --dmd-gan-weight: 1 for toy2d, 0.3 for image teachers).
+  the same with DMD2's GAN head (`--gan-weight`, --dmd-gan-weight: 1 for toy2d, 0.1 for image teachers).
 
 Then one `gdistill eval` of all of them, and of the guided teacher at --teacher-steps, over the w of
 --w, from the same seed and labels: distance to the data and to the teacher's own --to-teacher-step
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--halve-args", default="", help="extra `gdistill halve` options")
     parser.add_argument("--consistency-args", default="", help="extra `gdistill consistency` options (both consistency runs)")
     parser.add_argument("--dmd-args", default="", help="extra `gdistill dmd` options (both DMD runs)")
-    parser.add_argument("--dmd-gan-weight", type=float, default=None, help="--gan-weight of the DMD run with the GAN head (default: 1 for toy2d, 0.3 for image teachers)")
+    parser.add_argument("--dmd-gan-weight", type=float, default=None, help="--gan-weight of the DMD run with the GAN head (default: 1 for toy2d, 0.1 for image teachers; docs/dmd.md)")
     parser.add_argument("--inception-weights", default=None, help="image teachers: TorchScript Inception (default_1.pt) for Inception FID")
     parser.add_argument("--device", default="cpu", help="where eval samples (training runs on accelerate's default)")
     parser.add_argument("--reuse-report", action="store_true", help="write the results from an existing eval report instead of re-running it")
@@ -74,7 +74,7 @@ def main() -> None:
     gd = [sys.executable, "-m", "gdistill"]
     stage1, pd = work / "stage1", work / "pd"
     cd_teacher, cd_stage1, dmd_teacher, dmd_gan = work / "cd-teacher", work / "cd-stage1", work / "dmd-teacher", work / "dmd-gan"
-    gan_weight = args.dmd_gan_weight if args.dmd_gan_weight is not None else (1.0 if args.teacher == "toy2d" else 0.3)
+    gan_weight = args.dmd_gan_weight if args.dmd_gan_weight is not None else (1.0 if args.teacher == "toy2d" else 0.1)
 
     # every step resumes an interrupted run of its own (a half-trained run holds no weights file yet)
     if not (stage1 / WEIGHTS).exists():
