@@ -70,6 +70,7 @@ def test_with_a_gan_head_each_turn_still_reaches_one_side():
     and leaves every critic weight's requires_grad as it was (a LoRA run freezes some)."""
     objective, networks = objective_and_networks(fake_updates=1, gan_weight=0.5)
     networks.fake_score.time_embedding.requires_grad_(False)  # as a frozen base weight would be
+    torch.nn.init.normal_(networks.gan_head[-1].weight, std=0.1)  # past its zero start, as after some training
     flags = {name: p.requires_grad for name, p in networks.named_parameters()}
     critic = [*networks.fake_score.parameters(), *networks.gan_head.parameters()]
     for step, side in ((0, "critic"), (1, "generator")):
