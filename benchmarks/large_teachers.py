@@ -17,12 +17,11 @@ Writes benchmarks/results/large_teachers_DEVICE.md.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import torch
 
-from report import command_line, device_name, sync, write_report  # benchmarks/report.py (the script's folder is on sys.path)
+from report import command_line, device_name, timed_steps, write_report  # benchmarks/report.py (the script's folder is on sys.path)
 
 from gdistill.diffusion import weighted_x_loss
 from gdistill.models import guided_predict_x, make_student
@@ -81,12 +80,8 @@ def stage1_rate(kind: str, tiny: bool, device, batch: int, checkpointing: bool, 
     x = torch.randn(batch, *shape, device=device)
     condition = torch.randn(batch, text[0] * text[1] + pooled, device=device)
     bf16 = device.type == "cuda"
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    for step in range(warmup + steps):
-        if step == warmup:
-            sync(device)
-            start = time.perf_counter()
+
+    def step():
         t, w = torch.rand(batch, device=device).clamp_min(0.02), 9 * torch.rand(batch, device=device)
         a, s = (v.view(-1, 1, 1, 1) for v in teacher.schedule.alpha_sigma(t))
         z = a * x + s * torch.randn_like(x)
@@ -99,14 +94,10 @@ def stage1_rate(kind: str, tiny: bool, device, batch: int, checkpointing: bool, 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
-    sync(device)
-    rate = steps / (time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+
+    rate, peak = timed_steps(step, device, steps, warmup)
     sizes = (sum(p.numel() for p in student.parameters()), sum(p.numel() for p in params))
-    del teacher, student, optimizer
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return rate, peak, sizes
+    return rate, peak, sizes  # the models go with this frame; main empties the CUDA cache
 
 
 def main() -> None:
@@ -128,6 +119,7 @@ def main() -> None:
                              f"{weights / 1e9:.2f}", f"{trainable / 1e6:.0f}"))
             except torch.OutOfMemoryError:
                 rows.append((kind, "on" if checkpointing else "off", lora or "whole network", "out of memory", "-", "-", "-"))
+            if device.type == "cuda":
                 torch.cuda.empty_cache()
             print(rows[-1], flush=True)
     import diffusers

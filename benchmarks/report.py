@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -13,6 +15,22 @@ def sync(device: torch.device) -> None:
     """Wait for queued GPU work, so a wall-clock timer measures it."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def timed_steps(step: Callable[[], None], device: torch.device, steps: int, warmup: int) -> tuple[float, float]:
+    """(steps per second, peak GPU memory in GiB; NaN on a CPU) of `step` run warmup + steps times,
+    timing the last `steps`."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for i in range(warmup + steps):
+        if i == warmup:
+            sync(device)
+            start = time.perf_counter()
+        step()
+    sync(device)
+    rate = steps / (time.perf_counter() - start)
+    return rate, torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
 
 
 def device_name(device: torch.device) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from report import command_line, device_name, sync, write_report  # benchmarks/report.py (the script's folder is on sys.path)
+from report import command_line, device_name, sync, timed_steps, write_report  # benchmarks/report.py (the script's folder is on sys.path)
 
 from gdistill.models.latent import GUIDANCE_EMBEDDING_DIM, guidance_scale_embedding
 
@@ -68,12 +68,8 @@ def train_step_rate(config, device, batch, precision, checkpointing, lora_rank, 
     t = torch.randint(0, 1000, (batch,), device=device)
     cond, uncond = torch.randn(batch, 77, text, device=device), torch.randn(batch, 77, text, device=device)
     w = torch.rand(batch, device=device) * 14
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    for step in range(warmup + steps):
-        if step == warmup:
-            sync(device)
-            start = time.perf_counter()
+
+    def step():
         with torch.no_grad():
             eps = teacher(torch.cat([z, z]).to(half), torch.cat([t, t]), torch.cat([cond, uncond]).to(half)).sample.float()
             eps_c, eps_u = eps.chunk(2)
@@ -85,14 +81,10 @@ def train_step_rate(config, device, batch, precision, checkpointing, lora_rank, 
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-    sync(device)
-    rate = steps / (time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+
+    rate, peak = timed_steps(step, device, steps, warmup)
     trainable = sum(p.numel() for p in params)
-    del teacher, student, optimizer
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return rate, peak, trainable
+    return rate, peak, trainable  # the models go with this frame; main empties the CUDA cache
 
 
 @torch.no_grad()
@@ -150,9 +142,10 @@ def main() -> None:
             rows.append((precision, checkpointing, lora, f"{rate:.2f}", f"{peak:.1f}", f"{trainable / 1e6:.1f}"))
         except torch.OutOfMemoryError:
             rows.append((precision, checkpointing, lora, "out of memory", "-", "-"))
-            torch.cuda.empty_cache()
         except ImportError as e:  # LoRA needs peft
             rows.append((precision, checkpointing, lora, f"not run: {e}", "-", "-"))
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
         print(rows[-1], flush=True)
     latency = sampling_latency(config, device)
     import diffusers
