@@ -32,8 +32,8 @@ class LatentDiTDenoiser(Denoiser):
         super().__init__({"kind": self.kind, "parameterization": "eps", **config})
         self.transformer = transformer if transformer is not None else DiTTransformer2DModel.from_config(config["transformer"])
         if self.w_conditioned:
-            dim = self.transformer.config.num_attention_heads * self.transformer.config.attention_head_dim
-            self.w_embedding = GuidanceEmbedding(W_FEATURES, dim, config.get("w_embedding_scale", STUDENT_W_SCALE))
+            self.w_embedding = GuidanceEmbedding(W_FEATURES, self.transformer.inner_dim,
+                                                 config.get("w_embedding_scale", STUDENT_W_SCALE))
         self._no_split_modules = list(self.transformer._no_split_modules or [])
 
     @classmethod
