@@ -61,7 +61,7 @@ class LoopSettings:
     seed: int
     log_every: int
     checkpoint_every: int
-    lr_decay: bool = False  # linear decay to 0 within the run (progressive distillation rounds)
+    lr_decay: bool = False  # linear decay to 0 within the run (Stage 1 and the halving rounds)
     warmup: int = 0
     mixed_precision: str = "no"  # accelerate's: no, fp16, bf16
     accumulation: int = 1  # loss evaluations (micro-batches) per optimizer step
