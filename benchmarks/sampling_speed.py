@@ -2,6 +2,7 @@
 
     python benchmarks/sampling_speed.py                 # about 2 minutes on 2 CPU cores
     python benchmarks/sampling_speed.py --device cuda   # on a GPU
+    python benchmarks/sampling_speed.py --device cuda --compile reduce-overhead   # torch.compile with CUDA graphs
 
 Uses the shipped digits teacher and a student made from it by `make_student` (the Stage-1
 architecture: the teacher plus the w-embedding; its weights do not change its speed). For each
@@ -58,9 +59,8 @@ def network_only(model, labels, steps: int, device) -> Callable[[], None]:
 
     @torch.no_grad()
     def run():
-        for i in range(steps):
-            t = torch.full((len(cond),), 1 - i / steps, device=device)
-            model.network_output(z, model.schedule.model_time(t), cond, w)
+        for i in range(steps):  # the model's forward: the network and its x-from-prediction arithmetic
+            model(z, torch.full((len(cond),), 1 - i / steps, device=device), cond, w)
 
     return run
 
@@ -72,6 +72,8 @@ def main() -> None:
     parser.add_argument("--student-steps", default="1,2,4,8")
     parser.add_argument("--teacher-steps", default="4,8,16,32")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--compile", default=None, metavar="MODE",
+                        help="torch.compile both models' forward first: default, reduce-overhead (CUDA graphs), max-autotune")
     parser.add_argument("--out", default=str(HERE / "results" / "sampling_speed.md"))
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -79,6 +81,9 @@ def main() -> None:
     teacher, _, _ = load_model("digits")
     student = make_student(teacher)
     teacher, student = teacher.to(device), student.to(device)
+    if args.compile:  # in place, as `gdistill sample --compile` does; the warm-up call of each run compiles
+        for model in (teacher, student):
+            model.compile(mode=None if args.compile == "default" else args.compile)
     labels = cycle_labels(args.batch, teacher.num_classes)
 
     rows = []
@@ -97,7 +102,8 @@ def main() -> None:
     lines = ["# Sampling speed: student against guided teacher", "",
              f"Command: `{command_line(parser, args, 'benchmarks/sampling_speed.py')}`", "",
              f"Device: {device_name(device)}; torch {torch.__version__}; digits UNet (8x8), batch {args.batch}, "
-             f"median of {args.repeats} runs, sampling and bare forwards timed alternately.", "",
+             f"median of {args.repeats} runs, sampling and bare forwards timed alternately"
+             + (f"; both models torch.compiled (mode {args.compile})" if args.compile else "; eager") + ".", "",
              "| model | steps | calls / image | images / s | network-only images / s | overhead outside the network |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['steps']} | {r['calls']} | {r['images_per_s']:.0f} | "

@@ -43,7 +43,10 @@ TINY = dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, b
 W_EMBEDDING = GUIDANCE_EMBEDDING_DIM  # time_cond_proj_dim
 
 
-def train_step_rate(config, device, batch, precision, checkpointing, lora_rank, steps, warmup=3):
+H100_BF16_DENSE_PEAK = 989e12  # FLOP/s, NVIDIA's H100 SXM datasheet (dense, no sparsity)
+
+
+def train_step_rate(config, device, batch, precision, checkpointing, lora_rank, steps, warmup=3, compile=False):
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(0)
@@ -59,6 +62,9 @@ def train_step_rate(config, device, batch, precision, checkpointing, lora_rank, 
         student.requires_grad_(False)
         student.add_adapter(LoraConfig(r=lora_rank, lora_alpha=lora_rank, init_lora_weights="gaussian",
                                        target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    if compile:  # as `--compile` does in training: the student's and the frozen teacher's forward, in place
+        student.compile()
+        teacher.compile()
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-5)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
@@ -82,20 +88,31 @@ def train_step_rate(config, device, batch, precision, checkpointing, lora_rank, 
         scaler.step(optimizer)
         scaler.update()
 
+    flops = None
+    if not compile:  # FLOPs of one step, counted by PyTorch's FlopCounterMode (matmuls and convolutions)
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            step()
+        flops = counter.get_total_flops()
     rate, peak = timed_steps(step, device, steps, warmup)
     trainable = sum(p.numel() for p in params)
-    return rate, peak, trainable  # the models go with this frame; main empties the CUDA cache
+    return rate, peak, trainable, flops  # the models go with this frame; main empties the CUDA cache
 
 
 @torch.no_grad()
-def sampling_latency(config, device, repeats=10):
-    """Median seconds of the UNet calls of one image: student 4 steps vs guided teacher 50 steps."""
+def sampling_latency(config, device, repeats=10, compile_mode=None):
+    """Median seconds of the UNet calls of one image: student 4 steps vs guided teacher 50 steps;
+    with compile_mode both UNets are torch.compiled first (reduce-overhead: CUDA graphs)."""
     from diffusers import UNet2DConditionModel
 
     half = torch.float16 if device.type == "cuda" else torch.float32
     with device:
         teacher = UNet2DConditionModel(**config).to(device, half).eval()
         student = UNet2DConditionModel(**config, time_cond_proj_dim=W_EMBEDDING).to(device, half).eval()
+    if compile_mode:
+        teacher.compile(mode=None if compile_mode == "default" else compile_mode)
+        student.compile(mode=None if compile_mode == "default" else compile_mode)
     size, text = config["sample_size"], config["cross_attention_dim"]
     z = torch.randn(1, 4, size, size, device=device, dtype=half)
     cond = torch.randn(1, 77, text, device=device, dtype=half)
@@ -112,7 +129,7 @@ def sampling_latency(config, device, repeats=10):
 
     times = {}
     for name, fn in (("student, 4 steps (4 calls)", student_run), ("guided teacher, 50 steps (100 calls as 50 of batch 2)", teacher_run)):
-        fn()
+        fn(), fn()  # warm-up (with compile: compilation, graph recording)
         samples = []
         for _ in range(repeats):
             sync(device)
@@ -130,24 +147,40 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--variants", default="all",
+                        help="all, or comma-separated indices into the variant list (0: bf16, 1: bf16 + checkpointing, ... "
+                             "6: bf16 compiled), to fit a short GPU stint")
+    parser.add_argument("--compile-sampling", default="reduce-overhead", metavar="MODE",
+                        help="the compiled sampling rows' torch.compile mode (none: eager rows only)")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     config = TINY if args.tiny else SD15
-    variants = [("bf16", False, 0), ("bf16", True, 0), ("fp16", False, 0), ("fp16", True, 0), ("bf16", True, 64),
-                ("fp32", True, 0)]
-    rows = []
-    for precision, checkpointing, lora in variants:
+    variants = [("bf16", False, 0, False), ("bf16", True, 0, False), ("fp16", False, 0, False), ("fp16", True, 0, False),
+                ("bf16", True, 64, False), ("fp32", True, 0, False), ("bf16", False, 0, True)]
+    if args.variants != "all":
+        variants = [variants[int(i)] for i in args.variants.split(",")]
+    rows, step_flops = [], {}
+    for precision, checkpointing, lora, compiled in variants:
+        name = (precision + (" compiled" if compiled else ""), checkpointing, lora)
         try:
-            rate, peak, trainable = train_step_rate(config, device, args.batch, precision, checkpointing, lora, args.steps)
-            rows.append((precision, checkpointing, lora, f"{rate:.2f}", f"{peak:.1f}", f"{trainable / 1e6:.1f}"))
+            rate, peak, trainable, flops = train_step_rate(config, device, args.batch, precision, checkpointing, lora,
+                                                           args.steps, compile=compiled)
+            step_flops[(checkpointing, lora)] = flops or step_flops.get((checkpointing, lora))
+            flops = step_flops.get((checkpointing, lora))  # a compiled variant does the eager one's FLOPs
+            mfu = f"{100 * flops * rate / H100_BF16_DENSE_PEAK:.1f} %" if flops and device.type == "cuda" else "-"
+            rows.append((*name, f"{rate:.2f}", f"{peak:.1f}", f"{trainable / 1e6:.1f}",
+                         f"{flops / 1e12:.2f}" if flops else "-", mfu))
         except torch.OutOfMemoryError:
-            rows.append((precision, checkpointing, lora, "out of memory", "-", "-"))
+            rows.append((*name, "out of memory", "-", "-", "-", "-"))
         except ImportError as e:  # LoRA needs peft
-            rows.append((precision, checkpointing, lora, f"not run: {e}", "-", "-"))
+            rows.append((*name, f"not run: {e}", "-", "-", "-", "-"))
         if device.type == "cuda":
             torch.cuda.empty_cache()
         print(rows[-1], flush=True)
-    latency = sampling_latency(config, device)
+    latency = {f"{k}, eager": v for k, v in sampling_latency(config, device).items()}
+    if args.compile_sampling != "none":
+        latency.update({f"{k}, compiled ({args.compile_sampling})": v
+                        for k, v in sampling_latency(config, device, compile_mode=args.compile_sampling).items()})
     import diffusers
 
     lines = ["# SD-1.5-shaped UNet: Stage-1 training step and sampling latency", "",
@@ -156,13 +189,21 @@ def main() -> None:
              f"{'Tiny UNet' if args.tiny else 'SD 1.5 UNet architecture, random weights'}, "
              f"{'16x16' if args.tiny else '64x64 latents (512x512 images)'}, batch {args.batch}, "
              f"teacher in {'fp16' if device.type == 'cuda' else 'fp32'}; mean over {args.steps} steps after 3 warm-up steps.", "",
-             "| student precision | gradient checkpointing | LoRA rank | steps / s | peak memory (GiB) | trainable params (M) |",
-             "|---|---|---|---|---|---|"]
+             "| student precision | gradient checkpointing | LoRA rank | steps / s | peak memory (GiB) | trainable params (M) "
+             "| TFLOP / step | model FLOPs utilisation (of 989 TFLOP/s bf16) |",
+             "|---|---|---|---|---|---|---|---|"]
     lines += ["| " + " | ".join(str(c) for c in (p, "on" if ck else "off", lr or "full UNet", *rest)) + " |"
               for p, ck, lr, *rest in rows]
     lines += ["", "Sampling, UNet calls only, batch 1, half precision on a GPU (median of 10):", "",
               "| sampler | seconds per image |", "|---|---|"]
     lines += [f"| {k} | {v:.3f} |" for k, v in latency.items()]
+    lines += ["", "TFLOP / step: matmuls and convolutions of one step (teacher forward at 2B, student forward and "
+              "backward at B), counted by torch.utils.flop_counter on the eager step (recomputation under "
+              "checkpointing included); utilisation = TFLOP / step x steps / s over the H100's dense bf16 peak."]
+    for mode in [m for m in ("eager", f"compiled ({args.compile_sampling})") if any(k.endswith(m) for k in latency)]:
+        s4, t50 = (v for k, v in latency.items() if k.endswith(mode))
+        lines.append(f"Speed-up of the 4-step student over the 50-step guided teacher, {mode}: {t50 / s4:.1f}x "
+                     f"(ratio of calls 25x, batch-2 calls counted as two: {t50 / s4 / 25:.2f} of it).")
     suffix = "tiny_cpu" if args.tiny and device.type == "cpu" else device.type
     write_report(args.out or HERE / "results" / f"sd_unet_training_{suffix}.md", lines)
 
