@@ -6,8 +6,8 @@
 
 Uses the shipped digits teacher and a student made from it by `make_student` (the Stage-1
 architecture: the teacher plus the w-embedding; its weights do not change its speed). For each
-sampler run it also times the bare network forwards the run makes (the same count, batch and
-input shape, nothing else), so
+sampler run it also times the bare model forwards the run makes (the network and its x-from-prediction
+arithmetic: the same count, batch and input shape, nothing else), so
 
     overhead = 1 - network-only time / sampling time
 

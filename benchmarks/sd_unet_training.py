@@ -62,9 +62,6 @@ def train_step_rate(config, device, batch, precision, checkpointing, lora_rank, 
         student.requires_grad_(False)
         student.add_adapter(LoraConfig(r=lora_rank, lora_alpha=lora_rank, init_lora_weights="gaussian",
                                        target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-    if compile:  # as `--compile` does in training: the student's and the frozen teacher's forward, in place
-        student.compile()
-        teacher.compile()
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-5)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
@@ -88,13 +85,14 @@ def train_step_rate(config, device, batch, precision, checkpointing, lora_rank, 
         scaler.step(optimizer)
         scaler.update()
 
-    flops = None
-    if not compile:  # FLOPs of one step, counted by PyTorch's FlopCounterMode (matmuls and convolutions)
-        from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils.flop_counter import FlopCounterMode
 
-        with FlopCounterMode(display=False) as counter:
-            step()
-        flops = counter.get_total_flops()
+    with FlopCounterMode(display=False) as counter:  # FLOPs of one eager step (matmuls and convolutions)
+        step()
+    flops = counter.get_total_flops()
+    if compile:  # as `--compile` does in training: the student's and the frozen teacher's forward, in place
+        student.compile()
+        teacher.compile()
     rate, peak = timed_steps(step, device, steps, warmup)
     trainable = sum(p.numel() for p in params)
     return rate, peak, trainable, flops  # the models go with this frame; main empties the CUDA cache
@@ -159,21 +157,19 @@ def main() -> None:
                 ("bf16", True, 64, False), ("fp32", True, 0, False), ("bf16", False, 0, True)]
     if args.variants != "all":
         variants = [variants[int(i)] for i in args.variants.split(",")]
-    rows, step_flops = [], {}
+    rows = []
     for precision, checkpointing, lora, compiled in variants:
         name = (precision + (" compiled" if compiled else ""), checkpointing, lora)
         try:
             rate, peak, trainable, flops = train_step_rate(config, device, args.batch, precision, checkpointing, lora,
                                                            args.steps, compile=compiled)
-            step_flops[(checkpointing, lora)] = flops or step_flops.get((checkpointing, lora))
-            flops = step_flops.get((checkpointing, lora))  # a compiled variant does the eager one's FLOPs
-            mfu = f"{100 * flops * rate / H100_BF16_DENSE_PEAK:.1f} %" if flops and device.type == "cuda" else "-"
-            rows.append((*name, f"{rate:.2f}", f"{peak:.1f}", f"{trainable / 1e6:.1f}",
-                         f"{flops / 1e12:.2f}" if flops else "-", mfu))
+            mfu = f"{100 * flops * rate / H100_BF16_DENSE_PEAK:.1f} %" if device.type == "cuda" else "-"
+            rows.append((*name, f"{rate:.2f}", f"{peak:.1f}", f"{trainable / 1e6:.1f}", f"{flops / 1e12:.2f}", mfu))
         except torch.OutOfMemoryError:
             rows.append((*name, "out of memory", "-", "-", "-", "-"))
         except ImportError as e:  # LoRA needs peft
             rows.append((*name, f"not run: {e}", "-", "-", "-", "-"))
+        torch._dynamo.reset()  # compiled code holds its modules: free them before the next variant is measured
         if device.type == "cuda":
             torch.cuda.empty_cache()
         print(rows[-1], flush=True)
