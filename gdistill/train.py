@@ -329,6 +329,9 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError("the model has no trainable weights: call requires_grad_(True) on what should train")
     resume_dir = work / "resume"
+    # The lr schedule shapes the result as the stage's settings do: a checkpoint made under another
+    # schedule (say, a Stage 1 from before its lr decayed) is refused, not continued under this one.
+    recipe = {**recipe, "lr_decay": settings.lr_decay}
     checkpoint = _read_checkpoint(resume_dir, recipe, settings.resume)
     skeleton = _meta_copy(model) if sharded else None
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=settings.lr)

@@ -61,6 +61,14 @@ def test_checkpoint_of_another_command_is_refused_naming_the_difference(tmp_path
         train(_fresh_model(), _loss_fn(), SETTINGS, tmp_path, "x", {"lr": 3e-4, "seed": 3})
 
 
+def test_checkpoint_of_another_lr_schedule_is_refused(tmp_path):
+    constant = LoopSettings(**{**SETTINGS.__dict__, "lr_decay": False})
+    with pytest.raises(RuntimeError):
+        train(_fresh_model(), _loss_fn(crash_at=30), constant, tmp_path, "x", {"run": "fp"})
+    with pytest.raises(GdistillError, match=r"lr_decay: False then, True now"):
+        train(_fresh_model(), _loss_fn(), SETTINGS, tmp_path, "x", {"run": "fp"})
+
+
 def test_a_crash_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
     """Fault injection: the second checkpoint dies after its weights were written, before its state
     file; the first checkpoint still loads (its files match their recorded sha256), and the resumed
