@@ -33,6 +33,13 @@ def timed_steps(step: Callable[[], None], device: torch.device, steps: int, warm
     return rate, torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
 
 
+def compile_in_place(models, mode: str) -> None:
+    """torch.compile each model's forward in place (nn.Module.compile, as gdistill's --compile does);
+    mode: default, reduce-overhead (CUDA graphs), max-autotune."""
+    for model in models:
+        model.compile(mode=None if mode == "default" else mode)
+
+
 def device_name(device: torch.device) -> str:
     device = torch.device(device)
     return torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"

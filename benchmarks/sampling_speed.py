@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from report import command_line, device_name, sync, write_report  # benchmarks/report.py (the script's folder is on sys.path)
+from report import command_line, compile_in_place, device_name, sync, write_report  # benchmarks/report.py (the script's folder is on sys.path)
 
 from gdistill.models import make_student
 from gdistill.run_folder import load_model
@@ -81,9 +81,8 @@ def main() -> None:
     teacher, _, _ = load_model("digits")
     student = make_student(teacher)
     teacher, student = teacher.to(device), student.to(device)
-    if args.compile:  # in place, as `gdistill sample --compile` does; the warm-up call of each run compiles
-        for model in (teacher, student):
-            model.compile(mode=None if args.compile == "default" else args.compile)
+    if args.compile:  # as `gdistill sample --compile` does; the warm-up call of each run compiles
+        compile_in_place((teacher, student), args.compile)
     labels = cycle_labels(args.batch, teacher.num_classes)
 
     rows = []

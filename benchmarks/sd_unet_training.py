@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from report import command_line, device_name, sync, timed_steps, write_report  # benchmarks/report.py (the script's folder is on sys.path)
+from report import command_line, compile_in_place, device_name, sync, timed_steps, write_report  # benchmarks/report.py (the script's folder is on sys.path)
 
 from gdistill.models.latent import GUIDANCE_EMBEDDING_DIM, guidance_scale_embedding
 
@@ -90,9 +90,8 @@ def train_step_rate(config, device, batch, precision, checkpointing, lora_rank, 
     with FlopCounterMode(display=False) as counter:  # FLOPs of one eager step (matmuls and convolutions)
         step()
     flops = counter.get_total_flops()
-    if compile:  # as `--compile` does in training: the student's and the frozen teacher's forward, in place
-        student.compile()
-        teacher.compile()
+    if compile:  # as `--compile` does in training: the student's and the frozen teacher's forward
+        compile_in_place((student, teacher), "default")
     rate, peak = timed_steps(step, device, steps, warmup)
     trainable = sum(p.numel() for p in params)
     return rate, peak, trainable, flops  # the models go with this frame; main empties the CUDA cache
@@ -109,8 +108,7 @@ def sampling_latency(config, device, repeats=10, compile_mode=None):
         teacher = UNet2DConditionModel(**config).to(device, half).eval()
         student = UNet2DConditionModel(**config, time_cond_proj_dim=W_EMBEDDING).to(device, half).eval()
     if compile_mode:
-        teacher.compile(mode=None if compile_mode == "default" else compile_mode)
-        student.compile(mode=None if compile_mode == "default" else compile_mode)
+        compile_in_place((teacher, student), compile_mode)
     size, text = config["sample_size"], config["cross_attention_dim"]
     z = torch.randn(1, 4, size, size, device=device, dtype=half)
     cond = torch.randn(1, 77, text, device=device, dtype=half)

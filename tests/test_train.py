@@ -1,4 +1,6 @@
 """The shared training loop: resume after a crash is bit-identical, a NaN stops with a clear message."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -62,7 +64,7 @@ def test_checkpoint_of_another_command_is_refused_naming_the_difference(tmp_path
 
 
 def test_checkpoint_of_another_lr_schedule_is_refused(tmp_path):
-    constant = LoopSettings(**{**SETTINGS.__dict__, "lr_decay": False})
+    constant = dataclasses.replace(SETTINGS, lr_decay=False)
     with pytest.raises(RuntimeError):
         train(_fresh_model(), _loss_fn(crash_at=30), constant, tmp_path, "x", {"run": "fp"})
     with pytest.raises(GdistillError, match=r"lr_decay: False then, True now"):
