@@ -1,6 +1,6 @@
 """Stable-Diffusion-1.5-shaped UNet: Stage-1 training step speed and peak memory, and sampling latency.
 
-    python benchmarks/sd_unet_training.py              # on a GPU: about 5 minutes
+    python benchmarks/sd_unet_training.py              # on a GPU: about 8 minutes (3 of them compiling)
     python benchmarks/sd_unet_training.py --tiny       # a small UNet on the CPU, to check the script
 
 Groundwork for issue 4 (SD teachers), measured before the latent-space stages exist: the UNets are
