@@ -171,10 +171,9 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.empty_cache()
         print(rows[-1], flush=True)
-    latency = {f"{k}, eager": v for k, v in sampling_latency(config, device).items()}
+    latency = {"eager": sampling_latency(config, device)}  # mode -> {sampler: seconds per image}
     if args.compile_sampling != "none":
-        latency.update({f"{k}, compiled ({args.compile_sampling})": v
-                        for k, v in sampling_latency(config, device, compile_mode=args.compile_sampling).items()})
+        latency[f"compiled ({args.compile_sampling})"] = sampling_latency(config, device, compile_mode=args.compile_sampling)
     import diffusers
 
     lines = ["# SD-1.5-shaped UNet: Stage-1 training step and sampling latency", "",
@@ -190,12 +189,12 @@ def main() -> None:
               for p, ck, lr, *rest in rows]
     lines += ["", "Sampling, UNet calls only, batch 1, half precision on a GPU (median of 10):", "",
               "| sampler | seconds per image |", "|---|---|"]
-    lines += [f"| {k} | {v:.3f} |" for k, v in latency.items()]
+    lines += [f"| {k}, {mode} | {v:.3f} |" for mode, times in latency.items() for k, v in times.items()]
     lines += ["", "TFLOP / step: matmuls and convolutions of one step (teacher forward at 2B, student forward and "
               "backward at B), counted by torch.utils.flop_counter on the eager step (recomputation under "
               "checkpointing included); utilisation = TFLOP / step x steps / s over the H100's dense bf16 peak."]
-    for mode in [m for m in ("eager", f"compiled ({args.compile_sampling})") if any(k.endswith(m) for k in latency)]:
-        s4, t50 = (v for k, v in latency.items() if k.endswith(mode))
+    for mode, times in latency.items():
+        s4, t50 = times.values()  # student, then teacher (sampling_latency's order)
         lines.append(f"Speed-up of the 4-step student over the 50-step guided teacher, {mode}: {t50 / s4:.1f}x "
                      f"(ratio of calls 25x, batch-2 calls counted as two: {t50 / s4 / 25:.2f} of it).")
     suffix = "tiny_cpu" if args.tiny and device.type == "cpu" else device.type
