@@ -32,6 +32,8 @@ STATE = {"debug": False}
 TrainSteps = typer.Option(None, "--train-steps", help="Optimizer steps (per round for halve).")
 BatchSize = typer.Option(None, "--batch-size", help="Examples per step.")
 Lr = typer.Option(None, "--lr", help="Adam learning rate.")
+WarmupSteps = typer.Option(None, "--warmup-steps", help="Raise the lr linearly from 0 over these first steps (default 0; 200 for match on image UNets).")
+WLossPower = typer.Option(None, "--w-loss-power", help="Weigh each example's loss by (1 + w)^-p, so the large-w examples do not take most of the gradient (default 0; 1 on image UNets).")
 EmaDecay = typer.Option(None, "--ema-decay", help="EMA decay of the weights used for sampling; 0 = none.")
 Weighting = typer.Option(None, "--weighting", help="Loss weight on ||x - x*||^2: snr-trunc (max(1, SNR)), v-mse (1 + SNR), snr, x-mse.")
 Seed = typer.Option(None, "--seed", help="Seed for weights, data order and noise.")
@@ -144,7 +146,7 @@ def teach(dataset: str = typer.Option(None, "--dataset", help="toy2d, digits, fa
           parameterization: Optional[str] = typer.Option(None, "--parameterization", help="What the network predicts: x, eps or v (default v)."),
           p_uncond: Optional[float] = typer.Option(None, "--p-uncond", help="Label dropout to the null class (default 0.1)."),
           train_steps: Optional[int] = TrainSteps, batch_size: Optional[int] = BatchSize,
-          lr: Optional[float] = Lr, ema_decay: Optional[float] = EmaDecay,
+          lr: Optional[float] = Lr, warmup_steps: Optional[int] = WarmupSteps, ema_decay: Optional[float] = EmaDecay,
           weighting: Optional[str] = Weighting, seed: Optional[int] = Seed,
           log_every: Optional[int] = LogEvery, checkpoint_every: Optional[int] = CheckpointEvery,
           mixed_precision: Optional[str] = MixedPrecision, gradient_accumulation: Optional[int] = GradientAccumulation,
@@ -171,11 +173,12 @@ def match(teacher: str = typer.Option(None, "--teacher", help="A teacher run, a 
           variant: Optional[str] = Variant,
           negative_prompt: Optional[str] = NegativePrompt,
           cache: Optional[str] = Cache, lora_rank: Optional[int] = LoraRank, w_end_fraction: Optional[float] = WEndFraction,
+          w_loss_power: Optional[float] = WLossPower,
           gradient_checkpointing: Optional[bool] = GradientCheckpointing, mixed_precision: Optional[str] = MixedPrecision,
           gradient_accumulation: Optional[int] = GradientAccumulation, detect_anomaly: Optional[bool] = DetectAnomaly, resume: Optional[str] = Resume,
           report_to: Optional[str] = ReportTo, compile: Optional[bool] = Compile,
           train_steps: Optional[int] = TrainSteps, batch_size: Optional[int] = BatchSize,
-          lr: Optional[float] = Lr, ema_decay: Optional[float] = EmaDecay,
+          lr: Optional[float] = Lr, warmup_steps: Optional[int] = WarmupSteps, ema_decay: Optional[float] = EmaDecay,
           weighting: Optional[str] = Weighting, seed: Optional[int] = Seed,
           log_every: Optional[int] = LogEvery, checkpoint_every: Optional[int] = CheckpointEvery,
           overwrite: Optional[bool] = Overwrite, config: Optional[Path] = ConfigFile):
@@ -195,11 +198,12 @@ def halve(from_run: str = typer.Option(None, "--from", help="A stage-1 run or a 
           start_steps: Optional[int] = typer.Option(None, "--start-steps", help="The stage-1 model's grid, a power of two (default 256)."),
           data: Optional[str] = typer.Option(None, "--data", help="Training data (default: the run's)."),
           cache: Optional[str] = Cache, lora_rank: Optional[int] = LoraRank, w_end_fraction: Optional[float] = WEndFraction,
+          w_loss_power: Optional[float] = WLossPower,
           gradient_checkpointing: Optional[bool] = GradientCheckpointing, mixed_precision: Optional[str] = MixedPrecision,
           gradient_accumulation: Optional[int] = GradientAccumulation, detect_anomaly: Optional[bool] = DetectAnomaly, resume: Optional[str] = Resume,
           report_to: Optional[str] = ReportTo, compile: Optional[bool] = Compile,
           train_steps: Optional[int] = TrainSteps, batch_size: Optional[int] = BatchSize,
-          lr: Optional[float] = Lr, ema_decay: Optional[float] = EmaDecay,
+          lr: Optional[float] = Lr, warmup_steps: Optional[int] = WarmupSteps, ema_decay: Optional[float] = EmaDecay,
           weighting: Optional[str] = Weighting, seed: Optional[int] = Seed,
           log_every: Optional[int] = LogEvery, checkpoint_every: Optional[int] = CheckpointEvery,
           overwrite: Optional[bool] = Overwrite, config: Optional[Path] = ConfigFile):
@@ -232,7 +236,7 @@ def consistency(teacher: str = TeacherOrStage1,
                 gradient_accumulation: Optional[int] = GradientAccumulation, detect_anomaly: Optional[bool] = DetectAnomaly, resume: Optional[str] = Resume,
           report_to: Optional[str] = ReportTo, compile: Optional[bool] = Compile,
                 train_steps: Optional[int] = TrainSteps, batch_size: Optional[int] = BatchSize,
-                lr: Optional[float] = Lr,
+                lr: Optional[float] = Lr, warmup_steps: Optional[int] = WarmupSteps,
                 ema_decay: Optional[float] = typer.Option(None, "--ema-decay", help="Decay of the EMA, which is the target network (default 0.95, as LCM); it is also the weights the run ships."),
                 seed: Optional[int] = Seed,
                 log_every: Optional[int] = LogEvery, checkpoint_every: Optional[int] = CheckpointEvery,
@@ -265,7 +269,7 @@ def dmd(teacher: str = TeacherOrStage1,
         gradient_accumulation: Optional[int] = GradientAccumulation, detect_anomaly: Optional[bool] = DetectAnomaly, resume: Optional[str] = Resume,
           report_to: Optional[str] = ReportTo, compile: Optional[bool] = Compile,
         train_steps: Optional[int] = typer.Option(None, "--train-steps", help="Optimizer steps, fake-score and generator updates together."),
-        batch_size: Optional[int] = BatchSize, lr: Optional[float] = Lr, ema_decay: Optional[float] = EmaDecay,
+        batch_size: Optional[int] = BatchSize, lr: Optional[float] = Lr, warmup_steps: Optional[int] = WarmupSteps, ema_decay: Optional[float] = EmaDecay,
         weighting: Optional[str] = Weighting, seed: Optional[int] = Seed,
         log_every: Optional[int] = LogEvery, checkpoint_every: Optional[int] = CheckpointEvery,
         overwrite: Optional[bool] = Overwrite, config: Optional[Path] = ConfigFile):

@@ -1,11 +1,14 @@
 """Effective guidance w_eff (the formula, the diagnostic, `gdistill info --w-eff`), and the Stage-1
-training choices that keep the w range whole: the EMA warm-up and the end-anchored w draws."""
+training choices that keep the w range whole: the EMA warm-up, the end-anchored w draws and the
+loss weight over w."""
 import json
 
 import pytest
 import torch
 
-from gdistill.diffusion import effective_guidance, guided
+from gdistill.config import ConsistencyConfig, DMDConfig, apply_preset, build_config
+from gdistill.diffusion import effective_guidance, guidance_loss_weight, guided, weighted_x_loss
+from gdistill.errors import GdistillError
 from gdistill.stages.common import draw_w
 from gdistill.train import ShadowWeights, ema_decay_at
 
@@ -59,3 +62,29 @@ def test_info_w_eff_prints_a_table_per_t_range(tmp_path, cli):
     # 5 steps from a zero-initialised w-input: still close to the conditional teacher (w_eff near 0 at both w)
     assert all(abs(v) < 0.5 for r in rows for k, v in r.items() if k != "w")
     assert "effective guidance" in err  # the table goes to stderr with --json
+
+
+def test_w_loss_power_2_weighs_every_w_s_relative_error_alike():
+    # A guided prediction (1 + w) x_c - w x_u whose x_c is off by e errs by (1 + w) e. Unweighted,
+    # w = 4 then takes 25 times the loss of w = 0; at power 1 5 times; at power 2 all weigh alike.
+    g = torch.Generator().manual_seed(0)
+    target, e = torch.randn(3, 1, 8, 8, generator=g), torch.randn(1, 1, 8, 8, generator=g)
+    w = torch.tensor([0.0, 1.0, 4.0])
+    prediction = target + (1 + w).view(-1, 1, 1, 1) * e
+    log_snr = torch.zeros(3)
+
+    def per_w(power):
+        return torch.stack([weighted_x_loss(prediction[i:i + 1], target[i:i + 1], log_snr[i:i + 1], "x-mse",
+                                            guidance_loss_weight(w[i:i + 1], power)) for i in range(3)])
+
+    assert per_w(0.0) / per_w(0.0)[0] == pytest.approx(torch.tensor([1.0, 4.0, 25.0]), rel=1e-5)
+    assert per_w(1.0) / per_w(1.0)[0] == pytest.approx(torch.tensor([1.0, 2.0, 5.0]), rel=1e-5)
+    assert per_w(2.0) / per_w(2.0)[0] == pytest.approx(torch.ones(3), rel=1e-5)
+
+
+@pytest.mark.parametrize("cls", [ConsistencyConfig, DMDConfig])
+def test_w_loss_power_is_for_match_and_halve_only(cls):
+    config = build_config(cls, None, {"w_loss_power": 1.0})
+    with pytest.raises(GdistillError, match="x-loss of match and halve"):
+        apply_preset(config, "pixel-unet", "consistency" if cls is ConsistencyConfig else "dmd")
+    assert apply_preset(build_config(cls, None, {}), "pixel-unet", "dmd" if cls is DMDConfig else "consistency").w_loss_power == 0

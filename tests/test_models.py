@@ -79,3 +79,16 @@ def test_w_conditioned_model_demands_w_and_unknown_kind_is_refused():
         student.predict_x(z, t, labels)
     with pytest.raises(ValueError, match="unknown model kind"):
         build_denoiser({**CONFIGS["toy"], "kind": "nope"})
+
+
+def test_to_device_moves_only_a_model_whose_weights_are_elsewhere():
+    model = build_denoiser(CONFIGS["pixel"])
+
+    def no_walk(*args, **kwargs):
+        raise AssertionError("Module.to walked a model that was already on the device")
+
+    model._apply = no_walk  # sampling calls to_device on every call: no walk when nothing moves
+    assert model.to_device("cpu") is model and model.to_device(torch.device("cpu")) is model
+    del model._apply
+    moved = model.to_device("meta")
+    assert {p.device.type for p in moved.parameters()} == {"meta"}

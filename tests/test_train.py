@@ -1,8 +1,10 @@
 """The shared training loop: resume after a crash is bit-identical, a NaN stops with a clear message."""
 import dataclasses
+import json
 
 import pytest
 import torch
+import yaml
 
 from gdistill.data import Toy2D
 from gdistill.diffusion import alpha_sigma_like, diffuse, weighted_x_loss
@@ -187,3 +189,13 @@ def test_compiled_sampling_gives_the_eager_samples(tmp_path, cli):
         assert code == 0, err
     eager, compiled = (np.load(tmp_path / f"{name}.npz")["samples"] for name in ("eager", "compiled"))
     assert np.allclose(compiled, eager, atol=1e-5), np.abs(compiled - eager).max()
+
+
+def test_lr_warms_up_then_decays_and_the_run_records_it(tmp_path, cli):
+    code, _, err = cli("match", "--teacher", "toy2d", "--train-steps", 4, "--batch-size", 32, "--warmup-steps", 2,
+                       "--log-every", 1, "--lr", 1e-3, "--out", tmp_path / "m")
+    assert code == 0, err
+    logged = [json.loads(line)["lr"] for line in (tmp_path / "m" / "log.jsonl").read_text().splitlines()]
+    # after step k the lr is lr min(1, (k + 1) / warmup) (1 - k / steps): warm-up and Stage 1's decay
+    assert logged == pytest.approx([7.5e-4, 5e-4, 2.5e-4, 0.0])
+    assert yaml.safe_load((tmp_path / "m" / "manifest.yaml").read_text())["settings"]["warmup_steps"] == 2

@@ -229,10 +229,20 @@ def loss_weight(log_snr: torch.Tensor, weighting: str) -> torch.Tensor:
     raise ValueError(f"unknown loss weighting {weighting!r} (known: {LOSS_WEIGHTINGS})")
 
 
-def weighted_x_loss(x_pred, x_target, log_snr, weighting: str):
-    """mean over the batch of weight(l_t) * mean over dimensions of (x_pred - x_target)^2."""
+def guidance_loss_weight(w: torch.Tensor, power: float) -> torch.Tensor:
+    """(1 + w)^-power: the guided target (1 + w) x_c - w x_u moves by (1 + w) times any change of
+    x_c, so at power 2 every w's relative error weighs alike; at 0 (every weight 1) the examples
+    at large w, whose errors are largest, take most of the gradient."""
+    return (1.0 + w).pow(-power)
+
+
+def weighted_x_loss(x_pred, x_target, log_snr, weighting: str, example_weight: torch.Tensor | None = None):
+    """mean over the batch of weight(l_t) [* example_weight] * mean over dimensions of (x_pred - x_target)^2."""
     per_example = (x_pred - x_target).pow(2).flatten(1).mean(1)
-    return (loss_weight(log_snr.to(per_example.dtype), weighting) * per_example).mean()
+    weight = loss_weight(log_snr.to(per_example.dtype), weighting)
+    if example_weight is not None:
+        weight = weight * example_weight.to(per_example.dtype)
+    return (weight * per_example).mean()
 
 
 def keep_known(z_s, x_known, mask, a_s, s_s, noise):

@@ -138,7 +138,7 @@ def train_and_commit(model: torch.nn.Module, loss_fn: LossFn, config, out: Path,
                         checkpoint_every=config.checkpoint_every, lr_decay=lr_decay,
                         mixed_precision=config.mixed_precision, accumulation=config.gradient_accumulation,
                         detect_anomaly=config.detect_anomaly, resume=config.resume, report_to=report_to(config),
-                        compile=config.compile)
+                        compile=config.compile, warmup=config.warmup_steps)
     # Resume only when what shapes the result matches (not --overwrite or the logging interval).
     shaping = {k: v for k, v in settings.items() if k not in ("overwrite", "log_every", "checkpoint_every", "cache", "detect_anomaly", "resume", "report_to", "compile")}
     recipe = {**shaping, "round": manifest.get("round"), "parent_sha256": parent_sha}

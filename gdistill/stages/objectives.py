@@ -9,6 +9,8 @@ prediction against their target (diffusion.weighted_x_loss):
     match        target (1 + w) x_c - w x_u              (the teacher's guided prediction)
     halve        target x~ of two teacher DDIM steps     (t on the student's N-step grid)
 
+match and halve also weigh each example by (1 + w)^-p (--w-loss-power; formulas.guidance_loss_weight)
+
 and consistency distillation compares consistency functions f = c_skip z + c_out x instead:
 
     consistency  f_theta(z_t, t) against f_ema(z^_s, s), z^_s one guided teacher DDIM step from t
@@ -32,8 +34,8 @@ import torch
 
 from ..data import Dataset
 from ..diffusion import (alpha_sigma_like, consistency_output, ddim_step_t, diffuse, discriminator_loss,
-                         distribution_matching_target, generator_gan_loss, halving_target_t, pseudo_huber_loss,
-                         sampling_grid, weighted_x_loss)
+                         distribution_matching_target, generator_gan_loss, guidance_loss_weight, halving_target_t,
+                         pseudo_huber_loss, sampling_grid, weighted_x_loss)
 from ..errors import GdistillError
 from ..models import Denoiser, denoise_fn, guided_predict_x
 from ..train import Objective
@@ -118,6 +120,12 @@ class FrozenTeacherObjective(NoisyBatchObjective):
 
     def draw_extras(self, batch, labels, generator, device):
         return labels, draw_w(batch, self.w_min, self.w_max, generator, self.config.w_end_fraction).to(device)
+
+    def loss(self, prediction, target, batch):
+        """The weighted x-loss, each example also weighted by (1 + w)^-p (p = --w-loss-power)."""
+        power = self.config.w_loss_power
+        return weighted_x_loss(prediction, target, self.schedule.log_snr(batch.t), self.config.weighting,
+                               guidance_loss_weight(batch.w, power) if power else None)
 
 
 class GuidanceMatching(FrozenTeacherObjective):

@@ -63,7 +63,7 @@ def sample(model: Denoiser, labels: torch.Tensor, steps: int, w: float, sampler:
         raise GdistillError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
     update = SAMPLERS[sampler]
     generator = torch.Generator().manual_seed(seed)
-    model = model.to(device)
+    model = model.to_device(device)
     first = input_image.first_step if input_image is not None else 0
     ends = None
     if update.consistency:
