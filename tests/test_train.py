@@ -180,7 +180,8 @@ def test_compile_trains_as_eager_does(tmp_path, cli):
 
 
 def test_compiled_sampling_gives_the_eager_samples(tmp_path, cli):
-    """`sample --compile` (the model's forward compiled in place) draws the eager run's samples."""
+    """`sample --compile` (the model's forward compiled in place, mode reduce-overhead: CUDA graphs on
+    a GPU, the default compile on this CPU) draws the eager run's samples."""
     import numpy as np
 
     for name, extra in (("eager", []), ("compiled", ["--compile"])):

@@ -84,6 +84,16 @@ class Denoiser(nn.Module):
             return self.to(target)
         return self
 
+    def compile_for_sampling(self) -> None:
+        """torch.compile the forward in place with CUDA graphs (mode reduce-overhead): at sampling
+        batch sizes a call is bound by the host launching kernels, which a graph replay removes (on an
+        H100: the digits 4-step student's sampling at batch 256 from 9,776 to 33,240 images/s, an
+        SD-1.5-shaped student's UNet calls from 0.108 to 0.025 s an image; docs/benchmarks.md).
+        A graph's outputs are overwritten by its next replay; every sampler uses a prediction before
+        the next call, and cudagraph trees raise an error on reading an overwritten output, so misuse
+        cannot pass silently. On a CPU the mode compiles as the default one does."""
+        self.compile(mode="reduce-overhead")
+
     # --- training options (models that support them override these) ----------------------------
     def as_frozen_teacher(self, device) -> Denoiser:
         """The model on `device`, ready to be read as a frozen teacher."""

@@ -191,7 +191,7 @@ def sample_to_file(from_run: str, out: Path, n: int | None, steps: int | None, w
     loaded = load_model(from_run, raw=raw_weights)
     model, manifest, run = loaded
     if compile:  # in place: the first batch compiles the forward, later ones reuse it
-        model.compile()
+        model.compile_for_sampling()
     if loaded.is_text and not prompts:
         raise GdistillError(f"{run} is text-conditioned: pass --prompt \"...\" (repeat it for more prompts)")
     if not loaded.is_text and (prompts or negative_prompt is not None):
