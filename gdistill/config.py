@@ -240,7 +240,7 @@ def validate(c) -> None:
     _require(c.train_steps >= 1, f"--train-steps must be at least 1, got {c.train_steps}")
     _require(c.batch_size >= 1, f"--batch-size must be at least 1, got {c.batch_size}")
     _require(c.lr > 0, f"--lr must be positive, got {c.lr}")
-    _require(0 <= c.warmup_steps < c.train_steps, f"--warmup-steps must be in [0, --train-steps), got {c.warmup_steps}")
+    _require(c.warmup_steps >= 0, f"--warmup-steps must be >= 0 (0: no warm-up), got {c.warmup_steps}")
     _require(0 <= c.ema_decay < 1, f"--ema-decay must be in [0, 1), got {c.ema_decay}")
     _require(c.weighting in LOSS_WEIGHTINGS, f"--weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, got {c.weighting!r}")
     _require(c.log_every >= 1 and c.checkpoint_every >= 1, "--log-every and --checkpoint-every must be at least 1")
