@@ -91,6 +91,9 @@ class DMDConfig(MatchConfig):
     fake_updates: int | None = None  # fake-score updates per generator update (DMD2: 5)
     gan_weight: float = 0.0  # the generator's GAN term; 0: no GAN head (DMD2 ImageNet: 3e-3)
     gan_head_weight: float = 0.01  # the discriminator's classifier loss beside the fake score's (DMD2: 1e-2)
+    regression_weight: float = 0.0  # DMD's regression to the teacher's own samples from the same noise; 0: none
+    regression_pairs: int = 1024  # (noise, teacher sample) pairs made at the start of the run
+    regression_steps: int = 64  # the guided teacher's deterministic DDIM steps for those samples
 
 
 @dataclass
@@ -276,6 +279,13 @@ def validate(c) -> None:
                  f"takes {c.fake_updates} fake-score updates first (--fake-updates); use more steps")
         _require(0 <= c.gan_weight < math.inf, f"--gan-weight must be a finite number >= 0 (0: no GAN head), got {c.gan_weight}")
         _require(0 < c.gan_head_weight < math.inf, f"--gan-head-weight must be a finite number > 0, got {c.gan_head_weight}")
+        _require(0 <= c.regression_weight < math.inf,
+                 f"--regression-weight must be a finite number >= 0 (0: no regression term), got {c.regression_weight}")
+        _require(c.regression_pairs >= 1, f"--regression-pairs must be at least 1, got {c.regression_pairs}")
+        _require(c.regression_steps >= 1, f"--regression-steps must be at least 1, got {c.regression_steps}")
+        _require(c.regression_weight == 0 or c.generator_steps == 1,
+                 f"--regression-weight is for 1-step generators (a {c.generator_steps}-step generator re-noises between "
+                 "steps, so its sample is no function of the noise): use --generator-steps 1 or leave it out")
     if isinstance(c, HalveConfig):
         _require(c.rounds >= 1, f"--rounds must be at least 1, got {c.rounds}")
         s = c.start_steps

@@ -12,9 +12,11 @@ import torch
 
 from gdistill.config import DMDConfig, apply_preset
 from gdistill.data import Toy2D
-from gdistill.diffusion import alpha_sigma_like, discriminator_loss, distribution_matching_target, generator_gan_loss
+from gdistill.diffusion import (alpha_sigma_like, discriminator_loss, distribution_matching_target, generator_gan_loss,
+                                sampling_grid)
+from gdistill.diffusion.samplers import SAMPLERS, run_grid
 from gdistill.metrics import class_energy_distance
-from gdistill.models import make_student
+from gdistill.models import denoise_fn, make_student
 from gdistill.run_folder import load_model
 from gdistill.stages.objectives import DistributionMatching, GeneratorAndFakeScore
 from gdistill.tasks.sample import cycle_labels, sample
@@ -197,16 +199,61 @@ def test_the_gan_head_brings_a_one_step_generator_onto_the_guided_teacher(tmp_pa
 
 def test_dmd_trains_under_bf16_autocast_with_finite_terms(tmp_path, cli):
     """`dmd --mixed-precision bf16` (accelerate's autocast of both networks' forward passes; the
-    weights stay float32): both turns run and log finite terms."""
+    weights stay float32): both turns run and log finite terms, the regression term's too."""
     import json
     import math
 
     code, _, err = cli("dmd", "--teacher", "toy2d", "--train-steps", 9, "--fake-updates", 2, "--batch-size", 64,
-                       "--log-every", 3, "--mixed-precision", "bf16", "--out", tmp_path / "d")
+                       "--log-every", 3, "--mixed-precision", "bf16", "--regression-weight", 1,
+                       "--regression-pairs", 32, "--regression-steps", 4, "--out", tmp_path / "d")
     assert code == 0, err
     records = [json.loads(line) for line in (tmp_path / "d" / "log.jsonl").read_text().splitlines()]
-    terms = {k: v for r in records for k, v in r.items() if k in ("fake_score_loss", "dmd_loss")}
-    assert set(terms) == {"fake_score_loss", "dmd_loss"} and all(math.isfinite(v) for v in terms.values())
+    names = ("fake_score_loss", "dmd_loss", "regression_loss")
+    terms = {k: v for r in records for k, v in r.items() if k in names}
+    assert set(terms) == set(names) and all(math.isfinite(v) for v in terms.values())
+
+
+def test_the_regression_term_pulls_the_generator_onto_the_teachers_ode_map():
+    """DMD's regression term: the pairs are the guided teacher's own deterministic DDIM samples from
+    their noise (the teacher sampled at the pair's w gives the same), and generator turns with it
+    bring the 1-step generator's output from fresh noise (not a pair's) onto the teacher's sample
+    from that noise: the fresh generator's output (near each class's mean, between its two modes) is
+    far from it."""
+    teacher, _, _ = load_model("toy2d")
+    objective, networks = objective_and_networks(fake_updates=1, batch_size=128)
+    objective.config = objective.config.__class__(**{**objective.config.__dict__, "regression_weight": 10.0,
+                                                     "regression_pairs": 256, "regression_steps": 16})
+    objective.prepare(torch.device("cpu"), networks, None)
+    noise, labels, w, target = objective.pairs
+    assert len(noise) == 256 and set(w.unique().tolist()) >= {0.0, 4.0}  # the ends of the range too
+    end = w == 4.0
+    ddim = run_grid(denoise_fn(teacher, labels[end], w[end]), noise[end], teacher.schedule, sampling_grid(16), 1 / 16,
+                    SAMPLERS["deterministic"])
+    assert torch.allclose(target[end], ddim, atol=1e-5)
+
+    fresh = torch.Generator().manual_seed(1234)
+    noise, labels = torch.randn(512, 2, generator=fresh), torch.randint(0, 4, (512,), generator=fresh)
+    w = 4 * torch.rand(512, generator=fresh)
+    with torch.no_grad():
+        ddim = run_grid(denoise_fn(teacher, labels, w), noise, teacher.schedule, sampling_grid(16), 1 / 16,
+                        SAMPLERS["deterministic"])
+
+    def distance():
+        with torch.no_grad():
+            return (networks.generator(noise, torch.ones(512), labels, w) - ddim).pow(2).sum(1).mean().item()
+
+    before = distance()
+    optimizer = torch.optim.Adam(networks.generator.parameters(), lr=1e-3)
+    for step in range(150):
+        objective.updates_generator = True  # generator turns only
+        loss, terms = objective(networks, torch.Generator().manual_seed(step), torch.device("cpu"))
+        assert set(terms) == {"dmd_loss", "regression_loss"}
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    after = distance()
+    print(f"mean squared distance to the teacher's ODE sample from the same noise: {before:.3f} -> {after:.3f}")
+    assert before > 0.5 and after < 0.3 * before, (before, after)
 
 
 def tiny_teacher(family: str, folder):

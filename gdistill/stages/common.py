@@ -85,16 +85,17 @@ def process_share(batch: int) -> slice:
     return slice(state.process_index * per, (state.process_index + 1) * per)
 
 
-def draw_w(batch: int, w_min: float, w_max: float, generator: torch.Generator, end_fraction: float = 0.0) -> torch.Tensor:
+def draw_w(batch: int, w_min: float, w_max: float, generator: torch.Generator, end_fraction: float = 0.0,
+           share: slice | None = None) -> torch.Tensor:
     """w ~ U[w_min, w_max], one per example of the global batch, except that a fraction
     `end_fraction` of them is put exactly at the ends (half at w_min, half at w_max): a regression
     over w fits the ends of its range worst, and the ends are where users sample (w_min unguided,
-    w_max the strongest). This process's share."""
+    w_max the strongest). The `share` slice of them; by default this process's share."""
     w = w_min + (w_max - w_min) * torch.rand(batch, generator=generator)
     if end_fraction > 0:
         u = torch.rand(batch, generator=generator)
         w = torch.where(u < end_fraction / 2, w_min, torch.where(u >= 1 - end_fraction / 2, w_max, w))
-    return w[process_share(batch)]
+    return w[process_share(batch) if share is None else share]
 
 
 def draw_t(schedule, batch: int, generator: torch.Generator) -> torch.Tensor:

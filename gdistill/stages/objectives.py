@@ -20,6 +20,7 @@ generator needs no data, only conditions:
 
     dmd          fake score: target x_g (the generator's sample);  generator: target x_g - g,
                  g = (x_fake - x_real) / mean|x_g - x_real| at x_g diffused (formulas.distribution_matching_target)
+                 (+ with --regression-weight: target the teacher's ODE sample from the generator's noise)
 
 Once-per-run setup (a frozen teacher put on the device) is `prepare`, which the training loop
 calls before the first step.
@@ -36,6 +37,7 @@ from ..data import Dataset
 from ..diffusion import (alpha_sigma_like, consistency_output, ddim_step_t, diffuse, discriminator_loss,
                          distribution_matching_target, generator_gan_loss, guidance_loss_weight, halving_target_t,
                          pseudo_huber_loss, sampling_grid, weighted_x_loss)
+from ..diffusion.samplers import SAMPLERS, run_grid
 from ..errors import GdistillError
 from ..models import Denoiser, denoise_fn, guided_predict_x
 from ..train import Objective
@@ -264,14 +266,19 @@ class DistributionMatching(FrozenTeacherObjective):
     Steps alternate (the two time-scale rule): `fake_updates` steps train the fake score, a
     denoiser of the generator's own samples at (c, w), by the x-loss; then one step trains the
     generator by the distribution-matching gradient between the real score (the teacher guided at
-    the example's w, or a Stage-1 model) and the fake one. No regression to teacher samples.
+    the example's w, or a Stage-1 model) and the fake one.
     A k-step generator (generator_steps) samples on the uniform k-step grid, re-noising between
     steps; both turns see its last step, whose input is made the way sampling makes it, by running
     the generator itself from noise without gradients (DMD2's backward simulation, kept to the
     step whose output is the sample: see generator_input).
     With gan_weight > 0 the fake score is also a discriminator between the data's images and the
     generator's samples, both diffused (DMD2's GAN term): its turn adds gan_head_weight times the
-    classifier loss, the generator's turn adds gan_weight times the non-saturating generator loss."""
+    classifier loss, the generator's turn adds gan_weight times the non-saturating generator loss.
+    With regression_weight > 0 the generator's turn also adds DMD's regression term (Yin et al. 2023,
+    eq. 5, with the squared error where DMD uses LPIPS, which has no weights offline): the 1-step
+    generator's output from a noise z against the guided teacher's deterministic DDIM sample from the
+    same z (regression_pairs pairs at their own w, made once in `prepare`). It ties the generator
+    to the teacher's whole distribution, where the distribution-matching gradient alone seeks modes."""
 
     loss_name = "dmd_loss"
     trains_in_turns = True
@@ -280,10 +287,41 @@ class DistributionMatching(FrozenTeacherObjective):
         super().__init__(data, teacher, config, w_min, w_max)
         self.updates_generator = False
         self.networks = None
+        self.pairs = None  # (noise, labels, w, teacher sample): this process's share, for the regression term
 
     def prepare(self, device, model, ema):
         super().prepare(device, model, ema)
         self.networks = model  # the unwrapped GeneratorAndFakeScore, for critic_frozen
+        if self.config.regression_weight > 0:
+            self.pairs = self.regression_pairs(device)
+
+    @torch.no_grad()
+    def regression_pairs(self, device):
+        """`regression_pairs` (noise, labels, w, teacher sample) tuples: labels from the data and w
+        drawn as for training, the sample the guided teacher's deterministic DDIM reaches from the
+        noise in `regression_steps` steps (clipped to the data range, as sampling does). From their
+        own generator seeded with the run's seed, so a resumed run makes the same; every process
+        makes all of them, so a batch of them is the same global batch on any number of processes."""
+        n, steps = self.config.regression_pairs, self.config.regression_steps
+        generator = torch.Generator().manual_seed(self.config.seed)
+        _, labels = self.data.to(device).batch(n, generator)
+        noise = torch.randn((n, *self.data.data_shape), generator=generator)
+        w = draw_w(n, self.w_min, self.w_max, generator, self.config.w_end_fraction, share=slice(None))
+        chunk = micro_batch_size(self.config)
+        samples = []
+        for i in range(0, n, chunk):
+            c, w_i = labels[i:i + chunk].to(device), w[i:i + chunk].to(device)
+            samples.append(run_grid(denoise_fn(self.teacher, c, w_i), noise[i:i + chunk].to(device), self.schedule,
+                                    sampling_grid(steps), 1.0 / steps, SAMPLERS["deterministic"], None, self.data.data_range))
+        return noise.to(device), labels.to(device), w.to(device), torch.cat(samples)
+
+    def regression_loss(self, net, size: int, generator: torch.Generator):
+        """mean |G(z, 1, c, w) - x_teacher(z, c, w)|^2 over this process's share of a global batch of
+        `size` pairs, drawn from the run's generator."""
+        noise, labels, w, target = self.pairs
+        idx = torch.randint(0, len(noise), (size,), generator=generator)[process_share(size)].to(noise.device)
+        t = torch.ones(len(idx), device=noise.device)
+        return (net("generator", noise[idx], t, labels[idx], w[idx]) - target[idx]).pow(2).mean()
 
     def at_step(self, step):
         self.updates_generator = step % (self.config.fake_updates + 1) == self.config.fake_updates
@@ -350,4 +388,8 @@ class DistributionMatching(FrozenTeacherObjective):
             gan_loss = generator_gan_loss(logit)
             loss = loss + self.config.gan_weight * gan_loss
             terms["generator_gan_loss"] = gan_loss.item()
+        if self.pairs is not None:
+            regression = self.regression_loss(net, size, generator)
+            loss = loss + self.config.regression_weight * regression
+            terms["regression_loss"] = regression.item()
         return loss, terms
