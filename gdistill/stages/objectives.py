@@ -287,7 +287,7 @@ class DistributionMatching(FrozenTeacherObjective):
         super().__init__(data, teacher, config, w_min, w_max)
         self.updates_generator = False
         self.networks = None
-        self.pairs = None  # (noise, labels, w, teacher sample): this process's share, for the regression term
+        self.pairs = None  # (noise, labels, w, teacher sample), all of them on every process: the regression term's
 
     def prepare(self, device, model, ema):
         super().prepare(device, model, ema)
