@@ -5,6 +5,7 @@ covers every mode of every class at w = 0 and w = 4, measured against the guided
 it is also more spread than the teacher: docs/dmd.md); with DMD2's GAN head (the fake score also a
 discriminator) it sits on the teacher's modes at w = 4 too, and the head reads every model family's
 features."""
+import dataclasses
 import math
 
 import pytest
@@ -221,8 +222,8 @@ def test_the_regression_term_pulls_the_generator_onto_the_teachers_ode_map():
     far from it."""
     teacher, _, _ = load_model("toy2d")
     objective, networks = objective_and_networks(fake_updates=1, batch_size=128)
-    objective.config = objective.config.__class__(**{**objective.config.__dict__, "regression_weight": 10.0,
-                                                     "regression_pairs": 256, "regression_steps": 16})
+    objective.config = dataclasses.replace(objective.config, regression_weight=10.0, regression_pairs=256,
+                                           regression_steps=16)
     objective.prepare(torch.device("cpu"), networks, None)
     noise, labels, w, target = objective.pairs
     assert len(noise) == 256 and set(w.unique().tolist()) >= {0.0, 4.0}  # the ends of the range too
