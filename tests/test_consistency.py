@@ -36,8 +36,8 @@ def test_the_consistency_function_is_the_identity_at_t_zero():
 
 @pytest.mark.slow
 def test_a_consistency_student_of_toy2d_samples_in_few_steps(tmp_path, cli):
-    # the defaults but a quarter of the steps (8,000): the suite's time
-    code, _, err = cli("consistency", "--teacher", "toy2d", "--train-steps", 2000, "--out", tmp_path / "cd")
+    # the defaults but 1,500 of the 8,000 steps: the suite's time
+    code, _, err = cli("consistency", "--teacher", "toy2d", "--train-steps", 1500, "--out", tmp_path / "cd")
     assert code == 0, err
     student, manifest, _ = load_model(tmp_path / "cd")
     assert manifest["kind"] == "consistency" and manifest["solver_steps"] == 50 and manifest["w_range"] == [0.0, 4.0]

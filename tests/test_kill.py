@@ -52,10 +52,10 @@ def assert_same_weights(a: Path, b: Path):
 
 @pytest.mark.slow
 def test_match_killed_midway_resumes_bit_identical(tmp_path):
-    args = ["match", "--teacher", "toy2d", "--train-steps", 1500, "--batch-size", 64, "--checkpoint-every", 100]
+    args = ["match", "--teacher", "toy2d", "--train-steps", 600, "--batch-size", 64, "--checkpoint-every", 100]
     finish(*args, "--out", "whole", cwd=tmp_path)
     process = gdistill(*args, "--out", "killed", cwd=tmp_path)
-    kill_when(process, lambda: checkpoint_step(tmp_path / ".killed.partial") >= 300)
+    kill_when(process, lambda: checkpoint_step(tmp_path / ".killed.partial") >= 200)
     assert not (tmp_path / "killed").exists()
     step = checkpoint_step(tmp_path / ".killed.partial")
     refused = gdistill(*args, "--out", "killed", "--resume", "never", cwd=tmp_path)
@@ -63,7 +63,7 @@ def test_match_killed_midway_resumes_bit_identical(tmp_path):
     assert checkpoint_step(tmp_path / ".killed.partial") == step  # refusing touched nothing
     info = subprocess.run([sys.executable, "-m", "gdistill", "info", "killed"], cwd=tmp_path, capture_output=True,
                           text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert info.returncode == 0 and f"killed is not finished: its last checkpoint is at step {step} of 1500" in info.stdout
+    assert info.returncode == 0 and f"killed is not finished: its last checkpoint is at step {step} of 600" in info.stdout
     finish(*args, "--out", "killed", "--resume", "auto", cwd=tmp_path)
     assert_same_weights(tmp_path / "whole", tmp_path / "killed")
 
@@ -71,11 +71,11 @@ def test_match_killed_midway_resumes_bit_identical(tmp_path):
 @pytest.mark.slow
 def test_halve_killed_in_its_third_round_resumes_bit_identical(tmp_path):
     finish("match", "--teacher", "toy2d", "--train-steps", 50, "--batch-size", 64, "--out", "stage1", cwd=tmp_path)
-    args = ["halve", "--from", "stage1", "--rounds", 3, "--start-steps", 16, "--train-steps", 600,
+    args = ["halve", "--from", "stage1", "--rounds", 3, "--start-steps", 16, "--train-steps", 300,
             "--batch-size", 64, "--checkpoint-every", 100]
     finish(*args, "--out", "whole", cwd=tmp_path)
     process = gdistill(*args, "--out", "killed", cwd=tmp_path)
-    kill_when(process, lambda: checkpoint_step(tmp_path / "killed" / ".round-3.partial") >= 200)
+    kill_when(process, lambda: checkpoint_step(tmp_path / "killed" / ".round-3.partial") >= 100)
     assert (tmp_path / "killed" / "round-2").is_dir() and not (tmp_path / "killed" / "round-3").exists()
     finish(*args, "--out", "killed", cwd=tmp_path)
     for k in (1, 2, 3):
