@@ -15,7 +15,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-FD_COLUMNS = ("fid", "digits_fd", "fashion_fd")  # Inception FID, else a shipped classifier's
+# Fréchet-distance columns and their names in plots: Inception FID, else a shipped classifier's
+FD_LABELS = {"fid": "FID", "digits_fd": "digits-FD", "fashion_fd": "fashion-FD"}
 IS_COLUMNS = ("is", "digits_is")
 SETTING_COLUMNS = ("run", "model", "sampler", "steps", "w", "calls_per_image", "seconds_per_image", "n", "seed")
 
@@ -96,11 +97,11 @@ def write_plots(rows: list[dict], folder: Path) -> list[Path]:
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    fd = next((c for c in FD_COLUMNS if rows and c in rows[0]), None)
+    fd = next((c for c in FD_LABELS if rows and c in rows[0]), None)
     isc = next((c for c in IS_COLUMNS if rows and c in rows[0]), None)
     if fd is None:
         return []
-    label = "FID" if fd == "fid" else "digits-FD"
+    label = FD_LABELS[fd]
     written = []
 
     def save(fig, name):
