@@ -512,9 +512,6 @@ def run() -> None:
     for variable, value in (("DIFFUSERS_VERBOSITY", "error"), ("TRANSFORMERS_VERBOSITY", "error"),
                             ("HF_HUB_DISABLE_PROGRESS_BARS", "1")):
         os.environ.setdefault(variable, value)
-    from diffusers.utils import logging as diffusers_logging
-
-    diffusers_logging.disable_progress_bar()  # "Loading pipeline components" (no environment switch)
     try:
         code = app(standalone_mode=False)  # returns typer.Exit's code instead of exiting
         if isinstance(code, int) and code:

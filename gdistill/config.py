@@ -13,7 +13,6 @@ from typing import Any
 
 import yaml
 
-from .diffusion import LOSS_WEIGHTINGS, PARAMETERIZATIONS
 from .errors import GdistillError
 
 
@@ -240,6 +239,9 @@ def tracker_available(tracker: str) -> bool:
 
 
 def validate(c) -> None:
+    # imported here, not at the top: gdistill.diffusion imports torch, which `gdistill --help` does not need
+    from .diffusion import LOSS_WEIGHTINGS, PARAMETERIZATIONS
+
     _require(c.train_steps >= 1, f"--train-steps must be at least 1, got {c.train_steps}")
     _require(c.batch_size >= 1, f"--batch-size must be at least 1, got {c.batch_size}")
     _require(c.lr > 0, f"--lr must be positive, got {c.lr}")

@@ -121,7 +121,10 @@ def test_sweep_has_a_row_per_combination_with_the_right_call_counts(rounds, cli,
     files = {p.name for p in out.iterdir()}
     assert {"report.csv", "report.json", "report.md", "fd_vs_w.png", "fd_is_tradeoff.png", "fd_vs_calls.png",
             "grids"} <= files
-    assert len(list((out / "grids").iterdir())) == len(rows)
+    grids = {p.name for p in (out / "grids").iterdir()}
+    assert len(grids) == len(rows)
+    # a round's folder already names its kind: round-1-..., not round-1-round-1-...
+    assert {"round-1-deterministic-4steps-w0.png", "round-2-stochastic-2steps-w2.png"} <= grids, sorted(grids)
     assert (out / "report.csv").read_text().count("\n") == len(rows) + 1
     assert json.loads((out / "report.json").read_text())["rows"] == rows
     assert not (tmp_path / ".report.partial").exists()

@@ -47,7 +47,11 @@ def load_sd_pipeline(teacher: str, revision: str | None = None, variant: str | N
     """A diffusers pipeline for --teacher: `sd15` / `sd15-inpaint` (the hub), a diffusers folder,
     or a single-file checkpoint (.safetensors / .ckpt)."""
     from diffusers import DiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
 
+    # gdistill shows its own progress: no "Loading pipeline components" bar (diffusers has no
+    # environment switch for it; set here, not at start-up, so that `--help` need not import diffusers)
+    diffusers_logging.disable_progress_bar()
     path = Path(teacher)
     kwargs = {k: v for k, v in (("revision", revision), ("variant", variant), ("torch_dtype", torch_dtype)) if v is not None}
     if teacher in SD_TEACHERS and not path.exists():

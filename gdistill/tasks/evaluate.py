@@ -409,7 +409,9 @@ def evaluate_into(out: Path, overwrite: bool, sweep: list[SweepModel], ws: list[
     def save_grid(row: Row, result: SampleResult) -> None:
         first = SampleResult(result.samples[:100], result.labels[:100], result.calls_per_image, result.seconds)
         num_classes = entries[row.run].model.num_classes
-        name = f"{Path(row.run).name}-{row.model}-{row.sampler}-{row.steps}steps-w{row.w:g}.png"
+        run_name = Path(row.run).name  # the kind too where the folder's name does not say it (dmd-gan-0.1-dmd-...)
+        label = run_name if run_name == row.model else f"{run_name}-{row.model}"
+        name = f"{label}-{row.sampler}-{row.steps}steps-w{row.w:g}.png"
         text = is_text_model(entries[row.run])
         save_samples(first, work / "grids" / name, data_range_of(entries[row.run].manifest),
                      num_classes if 0 < num_classes <= 16 else None, prompts=prompts if text else None,
