@@ -90,6 +90,7 @@ class DMDConfig(MatchConfig):
     fake_updates: int | None = None  # fake-score updates per generator update (DMD2: 5)
     gan_weight: float = 0.0  # the generator's GAN term; 0: no GAN head (DMD2 ImageNet: 3e-3)
     gan_head_weight: float = 0.01  # the discriminator's classifier loss beside the fake score's (DMD2: 1e-2)
+    gan_real: str = "data"  # the discriminator's real images: the data's (DMD2), or the guided teacher's samples at their w
     regression_weight: float = 0.0  # DMD's regression to the teacher's own samples from the same noise; 0: none
     regression_pairs: int = 1024  # (noise, teacher sample) pairs made at the start of the run
     regression_steps: int = 64  # the guided teacher's deterministic DDIM steps for those samples
@@ -158,6 +159,9 @@ PRESETS["sd3-transformer"] = {stage: {**values, **({"w_max": 9.0} if "w_max" in 
 PRESETS["dit-transformer"] = {stage: {**values, **({"w_max": 4.0} if "w_max" in values else {})}
                               for stage, values in PRESETS["sd-unet"].items()}
 MIXED_PRECISION = ("no", "fp16", "bf16")
+# The DMD GAN head's real images: the data's (DMD2, whose guidance scale is fixed), or the guided
+# teacher's DDIM samples at their own w, which a w-conditioned generator should match at every w.
+GAN_REAL = ("data", "teacher")
 # --report-to: accelerate's trackers gdistill offers, and how each is installed (none is at install time)
 TRACKERS = {"tensorboard": "pip install tensorboard (or tensorboardX)", "wandb": "pip install wandb"}
 CONSISTENCY_LOSSES = ("l2", "huber")
@@ -281,6 +285,9 @@ def validate(c) -> None:
                  f"takes {c.fake_updates} fake-score updates first (--fake-updates); use more steps")
         _require(0 <= c.gan_weight < math.inf, f"--gan-weight must be a finite number >= 0 (0: no GAN head), got {c.gan_weight}")
         _require(0 < c.gan_head_weight < math.inf, f"--gan-head-weight must be a finite number > 0, got {c.gan_head_weight}")
+        _require(c.gan_real in GAN_REAL, f"--gan-real must be one of {', '.join(GAN_REAL)}, got {c.gan_real!r}")
+        _require(c.gan_real == "data" or c.gan_weight > 0,
+                 "--gan-real teacher sets the GAN head's real images, and there is no head: give --gan-weight > 0 too")
         _require(0 <= c.regression_weight < math.inf,
                  f"--regression-weight must be a finite number >= 0 (0: no regression term), got {c.regression_weight}")
         _require(c.regression_pairs >= 1, f"--regression-pairs must be at least 1, got {c.regression_pairs}")

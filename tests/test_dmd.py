@@ -39,10 +39,10 @@ def test_the_gan_terms_are_the_non_saturating_losses():
     assert torch.allclose(generator_gan_loss(fake), -torch.sigmoid(fake).log().mean(), atol=1e-6)
 
 
-def objective_and_networks(generator_steps=1, fake_updates=3, gan_weight=0.0, batch_size=64):
+def objective_and_networks(generator_steps=1, fake_updates=3, gan_weight=0.0, batch_size=64, **settings):
     teacher, _, _ = load_model("toy2d")
     config = apply_preset(DMDConfig(teacher="toy2d", batch_size=batch_size, generator_steps=generator_steps,
-                                    fake_updates=fake_updates, gan_weight=gan_weight), "toy-mlp", "dmd")
+                                    fake_updates=fake_updates, gan_weight=gan_weight, **settings), "toy-mlp", "dmd")
     torch.manual_seed(0)
     generator = make_student(teacher)
     networks = GeneratorAndFakeScore(generator, make_student(teacher), gan_head=gan_weight > 0)
@@ -115,6 +115,32 @@ def test_the_gan_head_learns_to_tell_the_data_from_the_generators_samples():
     first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
     print(f"classifier loss {first:.3f} -> {last:.3f} (log 4 = {math.log(4):.3f})")
     assert abs(first - math.log(4)) < 0.1 and last < 0.8 * math.log(4), (first, last)
+
+
+def test_with_gan_real_teacher_the_heads_real_images_are_the_guided_teachers_samples():
+    """--gan-real teacher: the real class is a batch of the pairs (the guided teacher's DDIM samples)
+    at their own labels and w, not the data at the batch's; at high w they lie where the guided
+    teacher's do, outside the data's circle (toy2d's modes sit on the unit circle; the 256-step
+    teacher's radius at w = 4 is 1.17, docs/dmd.md), and the critic's turn reads them."""
+    objective, networks = objective_and_networks(fake_updates=1, gan_weight=0.5, gan_real="teacher",
+                                                 regression_pairs=512, regression_steps=16)
+    noise, pair_labels, pair_w, samples = objective.pairs
+    assert len(noise) == 512 and pair_w.min() >= 0 and pair_w.max() <= 4
+    x_data, labels = Toy2D().batch(256, torch.Generator().manual_seed(1))
+    w = torch.zeros(256)
+    x, real_labels, real_w = objective.gan_real_batch(x_data, labels, w, 256, torch.Generator().manual_seed(2))
+    # every row is one pair's (sample, label, w)
+    match = (x[:, None] == samples[None]).all(-1) & (real_labels[:, None] == pair_labels[None]) & (real_w[:, None] == pair_w[None])
+    assert match.any(1).all()
+    high, data_radius = real_w > 3, x_data.norm(dim=1).mean()
+    assert high.sum() > 10 and x[high].norm(dim=1).mean() > data_radius + 0.08, (x[high].norm(dim=1).mean(), data_radius)
+    # the default keeps DMD2's: the data at the batch's own conditions
+    plain, _ = objective_and_networks(fake_updates=1, gan_weight=0.5)
+    assert plain.pairs is None
+    assert all(a is b for a, b in zip(plain.gan_real_batch(x_data, labels, w, 256, torch.Generator()), (x_data, labels, w)))
+    objective.at_step(0)
+    loss, terms = objective(networks, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert set(terms) == {"fake_score_loss", "discriminator_loss"} and torch.isfinite(loss)
 
 
 def test_a_multi_step_generator_trains_on_the_states_its_sampling_reaches():

@@ -271,9 +271,10 @@ class DistributionMatching(FrozenTeacherObjective):
     steps; both turns see its last step, whose input is made the way sampling makes it, by running
     the generator itself from noise without gradients (DMD2's backward simulation, kept to the
     step whose output is the sample: see generator_input).
-    With gan_weight > 0 the fake score is also a discriminator between the data's images and the
-    generator's samples, both diffused (DMD2's GAN term): its turn adds gan_head_weight times the
-    classifier loss, the generator's turn adds gan_weight times the non-saturating generator loss.
+    With gan_weight > 0 the fake score is also a discriminator between real images (the data's, or
+    with gan_real "teacher" the guided teacher's samples at their own w) and the generator's
+    samples, both diffused (DMD2's GAN term): its turn adds gan_head_weight times the classifier
+    loss, the generator's turn adds gan_weight times the non-saturating generator loss.
     With regression_weight > 0 the generator's turn also adds DMD's regression term (Yin et al. 2023,
     eq. 5, with the squared error where DMD uses LPIPS, which has no weights offline): the 1-step
     generator's output from a noise z against the guided teacher's deterministic DDIM sample from the
@@ -292,8 +293,13 @@ class DistributionMatching(FrozenTeacherObjective):
     def prepare(self, device, model, ema):
         super().prepare(device, model, ema)
         self.networks = model  # the unwrapped GeneratorAndFakeScore, for critic_frozen
-        if self.config.regression_weight > 0:
+        if self.config.regression_weight > 0 or self.teacher_is_real:
             self.pairs = self.regression_pairs(device)
+
+    @property
+    def teacher_is_real(self) -> bool:
+        """The GAN head's real images are the pairs' teacher samples (--gan-real teacher)."""
+        return self.config.gan_weight > 0 and self.config.gan_real == "teacher"
 
     @torch.no_grad()
     def regression_pairs(self, device):
@@ -315,13 +321,30 @@ class DistributionMatching(FrozenTeacherObjective):
                                     sampling_grid(steps), 1.0 / steps, SAMPLERS["deterministic"], None, self.data.data_range))
         return noise.to(device), labels.to(device), w.to(device), torch.cat(samples)
 
-    def regression_loss(self, net, size: int, generator: torch.Generator):
-        """mean |G(z, 1, c, w) - x_teacher(z, c, w)|^2 over this process's share of a global batch of
-        `size` pairs, drawn from the run's generator."""
-        noise, labels, w, target = self.pairs
+    def draw_pairs(self, size: int, generator: torch.Generator):
+        """This process's share of a global batch of `size` pairs (noise, labels, w, teacher sample),
+        drawn from the run's generator."""
+        noise = self.pairs[0]
         idx = torch.randint(0, len(noise), (size,), generator=generator)[process_share(size)].to(noise.device)
-        t = torch.ones(len(idx), device=noise.device)
-        return (net("generator", noise[idx], t, labels[idx], w[idx]) - target[idx]).pow(2).mean()
+        return tuple(part[idx] for part in self.pairs)
+
+    def regression_loss(self, net, size: int, generator: torch.Generator):
+        """mean |G(z, 1, c, w) - x_teacher(z, c, w)|^2 over a batch of pairs."""
+        noise, labels, w, target = self.draw_pairs(size, generator)
+        t = torch.ones(len(noise), device=noise.device)
+        return (net("generator", noise, t, labels, w) - target).pow(2).mean()
+
+    def gan_real_batch(self, x_data, labels, w, size: int, generator: torch.Generator):
+        """(x, labels, w) of the GAN head's real class: the data's images at the batch's own
+        conditions and w (DMD2), or with --gan-real teacher a batch of the guided teacher's samples
+        at their own labels and w. DMD2's guidance scale is fixed, so its real images, the data, pull
+        its generator toward less guidance only a little; a w-conditioned generator is pulled toward
+        the unguided data at every w, harder at higher w (docs/dmd.md), which the teacher's own
+        guided samples do not do."""
+        if not self.teacher_is_real:
+            return x_data, labels, w
+        _, pair_labels, pair_w, samples = self.draw_pairs(size, generator)
+        return samples, pair_labels, pair_w
 
     def at_step(self, step):
         self.updates_generator = step % (self.config.fake_updates + 1) == self.config.fake_updates
@@ -366,10 +389,11 @@ class DistributionMatching(FrozenTeacherObjective):
             if not gan:
                 loss = weighted_x_loss(net("fake_score", z_t, t, labels, w), x_g, log_snr, self.config.weighting)
                 return loss, {"fake_score_loss": loss.item()}
-            z_data, t_data = self.diffused(x_data, size, generator)
+            x_real, labels_real, w_real = self.gan_real_batch(x_data, labels, w, size, generator)
+            z_real, t_real = self.diffused(x_real, size, generator)
             n = len(z_t)  # one forward for both halves
-            x_fake, logit = net("critic", torch.cat([z_t, z_data]), torch.cat([t, t_data]),
-                                torch.cat([labels, labels]), torch.cat([w, w]))
+            x_fake, logit = net("critic", torch.cat([z_t, z_real]), torch.cat([t, t_real]),
+                                torch.cat([labels, labels_real]), torch.cat([w, w_real]))
             denoising = weighted_x_loss(x_fake[:n], x_g, log_snr, self.config.weighting)
             classifier = discriminator_loss(logit[n:], logit[:n])
             loss = denoising + self.config.gan_head_weight * classifier
