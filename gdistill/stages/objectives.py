@@ -337,10 +337,8 @@ class DistributionMatching(FrozenTeacherObjective):
     def gan_real_batch(self, x_data, labels, w, size: int, generator: torch.Generator):
         """(x, labels, w) of the GAN head's real class: the data's images at the batch's own
         conditions and w (DMD2), or with --gan-real teacher a batch of the guided teacher's samples
-        at their own labels and w. DMD2's guidance scale is fixed, so its real images, the data, pull
-        its generator toward less guidance only a little; a w-conditioned generator is pulled toward
-        the unguided data at every w, harder at higher w (docs/dmd.md), which the teacher's own
-        guided samples do not do."""
+        at their own labels and w: the data pull a w-conditioned generator toward the unguided data
+        at every w, harder at higher w (docs/dmd.md); the teacher's guided samples do not."""
         if not self.teacher_is_real:
             return x_data, labels, w
         _, pair_labels, pair_w, samples = self.draw_pairs(size, generator)
