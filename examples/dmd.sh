@@ -13,7 +13,7 @@ RUNS=${RUNS:-runs/toy-dmd}
 # toy2d's best; digits' is 0.1): it removes most of the over-guiding at high w.
 [ -e "$RUNS/dmd-gan" ] || gdistill dmd --teacher toy2d --gan-weight 1 --out "$RUNS/dmd-gan" --seed 0
 # The head's real images from the guided teacher (1,024 DDIM samples at their own w): the GAN term
-# then pulls toward the guided teacher at every w, not the unguided data, whatever its weight.
+# then pulls toward the guided teacher at every w, not the unguided data (at G = 3 it stays guided).
 [ -e "$RUNS/dmd-gan-teacher" ] || gdistill dmd --teacher toy2d --gan-weight 3 --gan-real teacher --out "$RUNS/dmd-gan-teacher" --seed 0
 # A 2-step generator, trained at its last step from the state its own sampling reaches (backward simulation).
 [ -e "$RUNS/dmd2" ] || gdistill dmd --teacher toy2d --generator-steps 2 --out "$RUNS/dmd2" --seed 0
