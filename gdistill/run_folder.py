@@ -30,6 +30,8 @@ MANIFEST = "manifest.yaml"
 WEIGHTS = "model.safetensors"
 RAW_WEIGHTS = "raw.safetensors"
 LOG = "log.jsonl"
+# what an objective makes once per run and keeps across resumes (DMD's teacher samples); removed at commit
+SCRATCH = "scratch"
 RUN_KINDS = ("teacher", "stage1", "round", "consistency", "dmd")
 # the sampler a run of each kind samples with unless told otherwise (DDIM for the others)
 OWN_SAMPLERS = {"consistency": "consistency", "dmd": "renoise"}
@@ -200,6 +202,7 @@ def commit_run(work: Path, out: Path, manifest: dict, weights: dict[str, dict[st
     fsync_file(tmp)
     tmp.rename(work / MANIFEST)
     shutil.rmtree(work / "resume", ignore_errors=True)
+    shutil.rmtree(work / SCRATCH, ignore_errors=True)
     return publish_dir(work, out)
 
 

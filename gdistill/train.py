@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 
 from .errors import GdistillError, TrainingDiverged
 from .files import save_safetensors_atomic, sha256_file
-from .run_folder import LOG
+from .run_folder import LOG, SCRATCH
 
 LossFn = Callable[[torch.nn.Module, torch.Generator, torch.device], tuple[torch.Tensor, dict]]
 
@@ -38,9 +38,12 @@ class Objective:
     objective is called every loss evaluation, after `at_step(step)` at the start of each optimizer
     step (0-based, resumes included). An objective that trains parts of the model in turns (each
     step's loss reaches some of the weights; Adam leaves the others as they are) sets
-    `trains_in_turns`, so that DDP expects unused weights."""
+    `trains_in_turns`, so that DDP expects unused weights. Before `prepare` the loop sets `scratch`
+    to a folder of the work folder that a resume of the same recipe finds again (emptied when the
+    recipe changes, removed when the run is committed): for what is costly to make once per run."""
 
     trains_in_turns = False
+    scratch: Path | None = None
 
     def prepare(self, device: torch.device, model: torch.nn.Module, ema: ShadowWeights | None) -> None:
         pass
@@ -200,6 +203,17 @@ def _save_checkpoint(folder: Path, step, model, ema, optimizer, scheduler, gener
     publish_dir(partial, folder)
 
 
+def _keep_scratch_of(folder: Path, recipe: dict) -> None:
+    """Make the objective's scratch folder, emptied unless it was made for this same recipe (an
+    earlier attempt of another command may have stopped before its first checkpoint)."""
+    stamp = json.dumps(recipe, sort_keys=True, default=str)
+    if (folder / "recipe.json").is_file() and (folder / "recipe.json").read_text() == stamp:
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    (folder / "recipe.json").write_text(stamp)
+
+
 def _checkpoint_folder(folder: Path) -> Path | None:
     for candidate in (folder, folder.with_name(f".{folder.name}.old")):
         if (candidate / "state.pt").is_file():
@@ -349,6 +363,10 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
     ema = ShadowWeights(inner, settings.ema_decay) if settings.ema_decay > 0 else None
     start = _restore(*checkpoint, model, ema, optimizer, scheduler, generator, sharded) if checkpoint else 0
     if isinstance(loss_fn, Objective):
+        loss_fn.scratch = work / SCRATCH
+        if accelerator.is_main_process:
+            _keep_scratch_of(loss_fn.scratch, recipe)
+        accelerator.wait_for_everyone()
         loss_fn.prepare(device, inner, ema)
 
     work.mkdir(parents=True, exist_ok=True)

@@ -238,6 +238,28 @@ def test_dmd_trains_under_bf16_autocast_with_finite_terms(tmp_path, cli):
     names = ("fake_score_loss", "dmd_loss", "regression_loss")
     terms = {k: v for r in records for k, v in r.items() if k in names}
     assert set(terms) == set(names) and all(math.isfinite(v) for v in terms.values())
+    assert not (tmp_path / "d" / "scratch").exists()  # the kept teacher samples are not shipped
+
+
+def test_the_teacher_samples_are_made_once_and_kept_for_a_resume(tmp_path):
+    """With a scratch folder (the training loop gives one, kept across resumes of the same recipe)
+    the pairs are written there, and a later prepare reads the file instead of sampling the teacher
+    again: samples changed in the file come back changed."""
+    from safetensors.torch import load_file, save_file
+
+    objective, networks = objective_and_networks(regression_weight=1.0, regression_pairs=64, regression_steps=4)
+    config = objective.config
+    first = DistributionMatching(Toy2D(), objective.teacher, config, 0.0, 4.0)
+    first.scratch = tmp_path
+    first.prepare(torch.device("cpu"), networks, None)
+    kept = load_file(str(tmp_path / DistributionMatching.PAIRS_FILE))
+    assert all(torch.equal(kept[name], part) for name, part in zip(DistributionMatching.PAIR_PARTS, first.pairs))
+    assert all(torch.equal(a, b) for a, b in zip(first.pairs, objective.pairs))  # the same as made without a folder
+    save_file({**kept, "sample": kept["sample"] + 1.0}, str(tmp_path / DistributionMatching.PAIRS_FILE))
+    resumed = DistributionMatching(Toy2D(), objective.teacher, config, 0.0, 4.0)
+    resumed.scratch = tmp_path
+    resumed.prepare(torch.device("cpu"), networks, None)
+    assert torch.equal(resumed.pairs[3], first.pairs[3] + 1.0) and torch.equal(resumed.pairs[1], first.pairs[1])
 
 
 def test_the_regression_term_pulls_the_generator_onto_the_teachers_ode_map():

@@ -58,6 +58,33 @@ def test_resume_after_crash_is_bit_identical(tmp_path):
     assert steps[-1] == 60
 
 
+def test_an_objectives_scratch_folder_is_kept_for_the_same_recipe_only(tmp_path):
+    """What an objective makes once per run (DMD's teacher samples) goes in `scratch`: a second
+    attempt of the same recipe finds it, one of another recipe starts with an empty folder (here
+    no checkpoint is written, as when a run stops before its first)."""
+    from gdistill.train import Objective
+
+    class KeepsAFile(Objective):
+        def __init__(self):
+            self.loss_fn, self.found = _loss_fn(), None
+
+        def prepare(self, device, model, ema):
+            made = self.scratch / "made.txt"
+            self.found = made.read_text() if made.exists() else None
+            made.write_text("made once")
+
+        def __call__(self, model, generator, device):
+            return self.loss_fn(model, generator, device)
+
+    settings = dataclasses.replace(SETTINGS, steps=3, checkpoint_every=100)
+    found = []
+    for recipe in ({"lr": 1e-3}, {"lr": 1e-3}, {"lr": 3e-4}):
+        objective = KeepsAFile()
+        train(_fresh_model(), objective, settings, tmp_path, "x", recipe)
+        found.append(objective.found)
+    assert found == [None, "made once", None]
+
+
 def test_checkpoint_of_another_command_is_refused_naming_the_difference(tmp_path):
     with pytest.raises(RuntimeError):
         train(_fresh_model(), _loss_fn(crash_at=30), SETTINGS, tmp_path, "x", {"lr": 1e-3, "seed": 3})
