@@ -94,6 +94,7 @@ class DMDConfig(MatchConfig):
     regression_weight: float = 0.0  # DMD's regression to the teacher's own samples from the same noise; 0: none
     regression_pairs: int = 1024  # (noise, teacher sample) pairs made at the start of the run
     regression_steps: int = 64  # the guided teacher's deterministic DDIM steps for those samples
+    init: str | None = None  # a w-conditioned student of the same teacher the generator starts from (a halving round)
 
 
 @dataclass

@@ -206,6 +206,14 @@ def commit_run(work: Path, out: Path, manifest: dict, weights: dict[str, dict[st
     return publish_dir(work, out)
 
 
+def same_run(a: str | None, b: str | None) -> bool:
+    """Whether two run arguments (paths, however written, or built-in and pipeline names) name one run."""
+    if a is None or b is None:
+        return a == b
+    where = [Path(x).resolve() if Path(x).exists() else x for x in (a, b)]
+    return where[0] == where[1]
+
+
 def parent_record(run: Path, manifest: dict) -> dict:
     """How a child run names its parent: path, kind, steps and the weights' sha256."""
     return {"path": str(run), "kind": manifest["kind"], "steps": manifest.get("steps"),

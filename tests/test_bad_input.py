@@ -97,6 +97,11 @@ CASES = [
     (["dmd", "--teacher", "{r}/cd", "--out", "{o}/d"], "starts from a guided teacher or a Stage-1 run"),
     (["dmd", "--teacher", "{r}/stage1", "--w-min", "1", "--out", "{o}/d"], "its w range and negative prompt are fixed"),
     (["dmd", "--teacher", "toy2d", "--resolution", "512", "--out", "{o}/d"], "for SD-family teachers"),
+    (["dmd", "--teacher", "digits", "--init", "{r}/pd/round-1", "--out", "{o}/d"], "was distilled from toy2d, not from digits"),
+    (["dmd", "--teacher", "toy2d", "--init", "toy2d", "--out", "{o}/d"], "has no w-input (a teacher)"),
+    (["dmd", "--teacher", "toy2d", "--init", "{r}/pd/round-1", "--w-max", "8", "--out", "{o}/d"],
+     "was trained for w in [0.0, 4.0], this run is for [0.0, 8.0]: pass --w-min 0.0 --w-max 4.0"),
+    (["dmd", "--teacher", "toy2d", "--init", "{r}/nowhere", "--out", "{o}/d"], "does not exist"),
     # sample
     (["sample", "--from", "{r}/pd/round-1", "--steps", "3", "--out", "{o}/s.png"], "distilled for 4 steps, not 3"),
     (["sample", "--from", "{r}/cd", "--steps", "9", "--out", "{o}/s.png"], "samples in 1 to 8 steps"),

@@ -241,6 +241,33 @@ def test_dmd_trains_under_bf16_autocast_with_finite_terms(tmp_path, cli):
     assert not (tmp_path / "d" / "scratch").exists()  # the kept teacher samples are not shipped
 
 
+def test_init_starts_the_generator_from_a_student_and_the_fake_score_from_the_teacher(tmp_path, cli):
+    """--init RUN (a halving round of the same teacher): the generator starts as that run, the fake
+    score from the teacher as without --init (a few-step student does not denoise at every t), and
+    the manifest names the run."""
+    from gdistill.stages.common import start_from_teacher_or_stage1
+    from gdistill.stages.dmd import dmd_networks
+
+    small = ("--batch-size", 16, "--train-steps", 3)
+    assert cli("match", "--teacher", "toy2d", *small, "--out", tmp_path / "stage1")[0] == 0
+    assert cli("halve", "--from", tmp_path / "stage1", "--rounds", 1, "--start-steps", 2, "--lr", 1e-2, *small,
+               "--out", tmp_path / "pd")[0] == 0
+    init, init_manifest, _ = load_model(tmp_path / "pd" / "round-1")
+    config = DMDConfig(teacher="toy2d", init=str(tmp_path / "pd" / "round-1"), out=str(tmp_path / "dmd"))
+    networks, fields = dmd_networks(start_from_teacher_or_stage1(config, "dmd", "distribution matching"))
+    teacher = load_model("toy2d")[0].state_dict()  # the w-input's weights are new in either network
+    assert all(torch.equal(v, init.state_dict()[k]) for k, v in networks.generator.state_dict().items())
+    fake_score = networks.fake_score.state_dict()
+    assert all(torch.equal(fake_score[k], v) for k, v in teacher.items())
+    assert max((init.state_dict()[k] - v).abs().max().item() for k, v in teacher.items()) > 1e-2  # they differ
+    assert fields["init"]["sha256"] == init_manifest["files"]["model.safetensors"]
+
+    code, _, err = cli("dmd", "--teacher", "toy2d", "--init", tmp_path / "pd" / "round-1", "--batch-size", 16,
+                       "--train-steps", 6, "--out", tmp_path / "dmd")
+    assert code == 0, err
+    assert load_model(tmp_path / "dmd")[1]["init"] == fields["init"]
+
+
 def test_the_teacher_samples_are_made_once_and_kept_for_a_resume(tmp_path):
     """With a scratch folder (the training loop gives one, kept across resumes of the same recipe)
     the pairs are written there, and a later prepare reads the file instead of sampling the teacher

@@ -10,19 +10,56 @@ import copy
 from pathlib import Path
 
 from ..config import DMDConfig
+from ..errors import GdistillError
 from ..models import make_student
-from .common import commit_one_run, prepare_student, start_from_teacher_or_stage1
+from ..run_folder import load_model, parent_record, same_run
+from .common import OneRunStart, commit_one_run, prepare_student, start_from_teacher_or_stage1
 from .objectives import DistributionMatching, GeneratorAndFakeScore
 
 
 def dmd(config: DMDConfig) -> Path:
     start = start_from_teacher_or_stage1(config, "dmd", "distribution matching")
     config = start.config
-    generator = prepare_student(make_student(start.source), config)
+    networks, fields = dmd_networks(start)
+    objective = DistributionMatching(start.data, start.source, config, start.w_min, start.w_max)
+    return commit_one_run(start, networks, objective, fields, f"dmd ({config.generator_steps}-step generator)",
+                          ships=lambda trained: trained.generator)
+
+
+def dmd_networks(start: OneRunStart) -> tuple[GeneratorAndFakeScore, dict]:
+    """The generator and fake score at their start, and the run's manifest fields."""
+    config = start.config
+    fields = {"kind": "dmd", "steps": config.generator_steps, "fake_updates": config.fake_updates}
     # With --lora-rank each network gets its own adapter over its own frozen copy of the weights
     # (the fake score's is dropped at the end); LoRA saves their gradients and optimizer state.
-    networks = GeneratorAndFakeScore(generator, copy.deepcopy(generator), gan_head=config.gan_weight > 0)
-    objective = DistributionMatching(start.data, start.source, config, start.w_min, start.w_max)
-    return commit_one_run(start, networks, objective, {"kind": "dmd", "steps": config.generator_steps,
-                                                       "fake_updates": config.fake_updates},
-                          f"dmd ({config.generator_steps}-step generator)", ships=lambda trained: trained.generator)
+    if config.init is None:
+        generator = prepare_student(make_student(start.source), config)
+        fake_score = copy.deepcopy(generator)
+    else:  # the fake score denoises at every t, which the teacher does and a few-step student does not
+        init, init_manifest, init_run = load_init(config.init, start)
+        generator = prepare_student(init.train().requires_grad_(True), config)
+        fake_score = prepare_student(make_student(start.source), config)
+        fields["init"] = parent_record(init_run, init_manifest)
+    return GeneratorAndFakeScore(generator, fake_score, gan_head=config.gan_weight > 0), fields
+
+
+def load_init(arg: str, start: OneRunStart):
+    """The --init run: a w-conditioned student distilled from this run's teacher, for its w range,
+    with the model a generator of this teacher has (so its weights are the generator's)."""
+    init, manifest, run = load_model(arg)
+    teacher = start.manifest["teacher"] if start.from_stage1 else str(start.config.teacher)
+    if not init.w_conditioned:
+        raise GdistillError(f"--init {arg}: {run} has no w-input (a {manifest['kind']}); pass a student of "
+                            f"{teacher}, e.g. a halving round")
+    if not same_run(manifest.get("teacher"), teacher):
+        raise GdistillError(f"--init {arg}: {run} was distilled from {manifest.get('teacher')}, not from {teacher}; "
+                            "pass a student of this teacher")
+    if list(manifest["w_range"]) != [start.w_min, start.w_max]:
+        w_min, w_max = manifest["w_range"]
+        raise GdistillError(f"--init {arg}: {run} was trained for w in [{w_min}, {w_max}], this run is for "
+                            f"[{start.w_min}, {start.w_max}]: pass --w-min {w_min} --w-max {w_max}")
+    source = start.source
+    if init.config != (source.config if source.w_conditioned else source.student_config()):
+        raise GdistillError(f"--init {arg}: {run} holds another model than a student of {teacher} "
+                            f"({init.config['kind']}); pass a student of this teacher")
+    return init, manifest, run
