@@ -37,7 +37,7 @@ def dmd_networks(start: OneRunStart) -> tuple[GeneratorAndFakeScore, dict]:
         fake_score = copy.deepcopy(generator)
     else:  # the fake score denoises at every t, which the teacher does and a few-step student does not
         init, init_manifest, init_run = load_init(config.init, start)
-        generator = prepare_student(init.train().requires_grad_(True), config)
+        generator = prepare_student(init.requires_grad_(True), config)
         fake_score = prepare_student(make_student(start.source), config)
         fields["init"] = parent_record(init_run, init_manifest)
     return GeneratorAndFakeScore(generator, fake_score, gan_head=config.gan_weight > 0), fields
