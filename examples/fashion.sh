@@ -24,11 +24,12 @@ gdistill halve --from "$RUNS/stage1" --rounds 6 --out "$RUNS/pd" --batch-size 25
 
 # DMD=1: also a 1-step DMD generator with the recipe that beat halving's 1-step round at every w on the
 # reduced CPU run (docs/dmd.md): the guided teacher's 4,096 DDIM samples as the GAN head's real images
-# and as regression targets. Scored beside the 4-step student below.
+# and as regression targets. Scored beside the 4-step student below. DMD_EXTRA: more dmd options (EXTRA's
+# "--train-steps 5" would leave it no generator update; DMD_EXTRA="--train-steps 12 --regression-pairs 64" is its dry run).
 DMD_RUN=()
 if [ "${DMD:-0}" = 1 ]; then
   [ -e "$RUNS/dmd" ] || gdistill dmd --teacher "$RUNS/teacher" --gan-weight 0.1 --gan-real teacher \
-    --regression-weight 1 --regression-pairs 4096 --out "$RUNS/dmd" $EXTRA
+    --regression-weight 1 --regression-pairs 4096 --out "$RUNS/dmd" ${DMD_EXTRA:-}
   DMD_RUN=(--from "$RUNS/dmd")
 fi
 
