@@ -323,6 +323,7 @@ def evaluate(
         sampler: str = typer.Option("deterministic", "--sampler", help="Samplers of halving students: deterministic, stochastic, or both comma-separated (consistency and DMD runs always use their own)."),
         n: int = typer.Option(1000, "--n", help="Samples per row."),
         seed: int = typer.Option(0, "--seed", help="Noise seed, the same for every row."),
+        repeats: int = typer.Option(1, "--repeats", help="Sample and score every row this many times, from seeds --seed, +2, +4, ... (their teacher references from +1, +3, ...): the table gives each metric's mean ± standard deviation over the seeds, the spread a few hundred samples leave."),
         ref: Optional[str] = typer.Option(None, "--ref", help="Reference: an image folder, a class-folder dataset, or digits / toy2d (default: the run's dataset)."),
         fid: bool = typer.Option(False, "--fid", help="Fréchet distance: Inception FID (torch-fidelity), or digits-FD with --ref digits."),
         isc: bool = typer.Option(False, "--isc", help="Inception Score (digits-IS with --ref digits)."),
@@ -346,7 +347,7 @@ def evaluate(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .metrics.reference import default_cache_dir
-    from .metrics.report import rich_table
+    from .metrics.report import rich_table, summarize_repeats
     from .tasks.evaluate import evaluate_into, plan_eval
 
     ws = _check_ws(_numbers("--w", w))
@@ -356,7 +357,8 @@ def evaluate(
     plan = plan_eval(from_runs or [], ws, _numbers("--steps", steps, int) if steps else None,
                      _numbers("--teacher-steps", teacher_steps, int) if teacher_steps else None, samplers, metrics,
                      ref, prompts, n, to_teacher, out, overwrite, cache_dir or default_cache_dir(), dev,
-                     inception_weights, clip_model, _warn, log=lambda m: console.print(m, highlight=False))
+                     inception_weights, clip_model, _warn, log=lambda m: console.print(m, highlight=False),
+                     repeats=repeats)
     scorer, metrics = plan.scorer, plan.metrics
     if compile:
         for entry in plan.sweep:
@@ -365,19 +367,21 @@ def evaluate(
         console.print(f"[yellow]note:[/] {column} is n/a in every row: {why}", highlight=False)
 
     settings = {"command": "gdistill " + " ".join(sys.argv[1:]), "ref": scorer.reference.name, "n": n,
-                "seed": seed, "device": dev, "metrics": sorted(metrics), "w": ws, "samplers": samplers,
+                "seed": seed, "repeats": repeats, "device": dev, "metrics": sorted(metrics), "w": ws, "samplers": samplers,
                 "to_teacher_steps": to_teacher, "unavailable": scorer.unavailable,
                 "inception_weights": str(inception_weights) if inception_weights else None}
-    total = plan.rows_total(ws)
+    total = plan.rows_total(ws, repeats)
     with Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.description}"), console=console) as progress:
         task = progress.add_task("", total=total)
         rows = evaluate_into(out, overwrite, plan.sweep, ws, scorer, n, seed, dev, settings, lambda row: progress.update(
-            task, advance=1, description=f"{row.model} {row.steps} steps w={row.w:g}"), plan.prompts, to_teacher)
+            task, advance=1, description=f"{row.model} {row.steps} steps w={row.w:g}"), plan.prompts, to_teacher,
+            repeats)
 
     missing = [(r["run"], r["model"], r["steps"], r["w"], c) for r in rows for c in scorer.columns
                if r.get(c) is None and c not in scorer.unavailable]
-    (console if json_out else Console()).print(rich_table(rows, f"gdistill eval -> {out}"))
+    shown = summarize_repeats(rows) if repeats > 1 else rows
+    (console if json_out else Console()).print(rich_table(shown, f"gdistill eval -> {out}"))
     if json_out:
         print(json.dumps(rows, indent=1))
     if missing:

@@ -177,6 +177,46 @@ def test_toy2d_is_scored_by_energy_distance_to_exact_samples(cli, tmp_path):
     assert (tmp_path / "r" / "grids").is_dir() and not (tmp_path / "r" / "fd_vs_w.png").exists()
 
 
+def test_repeats_score_every_row_from_several_seeds_and_report_the_spread(cli, tmp_path):
+    """--repeats 3: each row from seeds 0, 2, 4, each against its own teacher reference (1, 3, 5);
+    the first repeat is the plain eval's row, and the summary holds the seeds' mean and std."""
+    args = ["eval", "--from", "toy2d", "--teacher-steps", 4, "--to-teacher", 16, "--w", 1, "--n", 200,
+            "--device", "cpu", "--json"]
+    code, stdout, err = cli(*args, "--repeats", 3, "--out", tmp_path / "r")
+    assert code == 0, err
+    rows = json.loads(stdout)
+    assert [r["seed"] for r in rows] == [0, 2, 4]
+    eds = [r["class_ed"] for r in rows]
+    assert len(set(eds)) == 3
+    # a teacher row is never scored against its own noise: its reference always comes from another seed
+    assert min(r["class_ed_to_teacher"] for r in rows) > 0
+    plain = json.loads(cli(*args, "--out", tmp_path / "plain")[1])
+    assert plain[0]["class_ed"] == eds[0] and plain[0]["class_ed_to_teacher"] == rows[0]["class_ed_to_teacher"]
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["rows"] == rows and report["settings"]["repeats"] == 3
+    [summary] = report["summary"]
+    assert summary["repeats"] == 3 and "seed" not in summary
+    assert summary["class_ed"] == pytest.approx(np.mean(eds))
+    assert summary["class_ed_std"] == pytest.approx(np.std(eds, ddof=1))
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "over 3 seeds (0, 2, 4" in md and "seeds 1, 3, 5" in md and f"{summary['class_ed']:.4g} ± " in md
+    assert len(list((tmp_path / "r" / "grids").iterdir())) == 1  # the first seed's grid
+    assert "summary" not in json.loads((tmp_path / "plain" / "report.json").read_text())
+
+
+def test_a_summary_averages_a_metric_over_the_seeds_where_it_was_computed():
+    from gdistill.metrics.report import summarize_repeats
+
+    base = {"run": "r", "model": "round-1", "sampler": "deterministic", "steps": 4, "w": 1.0, "calls_per_image": 4,
+            "n": 10}
+    rows = [{**base, "seconds_per_image": 0.1 * k, "seed": 2 * k, "fid": fid, "kid": None}
+            for k, fid in enumerate([3.0, None, 5.0])]
+    [summary] = summarize_repeats(rows)
+    assert summary["fid"] == 4.0 and summary["fid_std"] == pytest.approx(np.sqrt(2))
+    assert summary["kid"] is None and summary["kid_std"] is None
+    assert summary["seconds_per_image"] == pytest.approx(0.1) and summary["repeats"] == 3
+
+
 def test_a_metric_that_cannot_be_computed_exits_1_with_the_report(rounds, cli, tmp_path):
     """A run whose weights are NaN (a diverged model) gives n/a values and exit code 1."""
     from gdistill.run_folder import commit_run, load_weights
@@ -201,6 +241,7 @@ def test_a_metric_that_cannot_be_computed_exits_1_with_the_report(rounds, cli, t
     (["--fdi"], "No such option"),
     (["--w", "one"], "comma-separated list"),
     (["--sampler", "euler"], "--sampler"),
+    (["--repeats", "0"], "--repeats must be at least 1"),
     (["--isc", "--clip", "--prompts", "{tmp}/missing.txt"], "cannot read --prompts"),
 ])
 def test_bad_input_gives_one_line_and_no_report(rounds, cli, tmp_path, args, message):

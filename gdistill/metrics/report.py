@@ -1,6 +1,9 @@
 """The eval report: one row per (run, sampler, steps, w) as CSV, JSON and Markdown, and the plots.
 
     report.csv / report.json / report.md   the table (report.json also holds the command's settings)
+                       with --repeats R: a row per seed in the CSV and JSON, and their mean and
+                       (sample) standard deviation per (run, sampler, steps, w) in report.md and
+                       report.json's "summary"
     fd_vs_w.png        Fréchet distance against w, one line per (model, steps, sampler)
     fd_is_tradeoff.png Fréchet distance against IS across w: the paper's trade-off figure
     fd_vs_calls.png    Fréchet distance against network calls per image, teacher and students
@@ -13,12 +16,16 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
+
 from rich.table import Table
 
 # Fréchet-distance columns and their names in plots: Inception FID, else a shipped classifier's
 FD_LABELS = {"fid": "FID", "digits_fd": "digits-FD", "fashion_fd": "fashion-FD"}
 IS_COLUMNS = ("is", "digits_is")
-SETTING_COLUMNS = ("run", "model", "sampler", "steps", "w", "calls_per_image", "seconds_per_image", "n", "seed")
+SETTING_COLUMNS = ("run", "model", "sampler", "steps", "w", "calls_per_image", "seconds_per_image", "n", "seed",
+                   "repeats")
+GROUP_COLUMNS = ("run", "model", "sampler", "steps", "w")  # what a row of the table is; its seeds are repeats
 
 
 def _fmt(value) -> str:
@@ -31,23 +38,74 @@ def _fmt(value) -> str:
     return str(value)
 
 
+STD = "_std"
+
+
+def summarize_repeats(rows: list[dict]) -> list[dict]:
+    """The rows of a --repeats eval folded into one per (run, model, sampler, steps, w): every
+    metric's mean over the seeds and its sample standard deviation (column + "_std"; None from one
+    seed), the seconds per image averaged, and `repeats`, the number of seeds. A metric missing
+    (None) in some seed is averaged over the others; missing in all, it stays None."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[c] for c in GROUP_COLUMNS), []).append(r)
+    summary = []
+    for group in groups.values():
+        first = group[0]
+        row = {c: first[c] for c in GROUP_COLUMNS}
+        row.update(calls_per_image=first["calls_per_image"], n=first["n"], repeats=len(group),
+                   seconds_per_image=float(np.mean([r["seconds_per_image"] for r in group])))
+        for c in first:
+            if c in SETTING_COLUMNS:
+                continue
+            values = [r[c] for r in group if isinstance(r[c], (int, float)) and math.isfinite(r[c])]
+            row[c] = float(np.mean(values)) if values else None
+            row[c + STD] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+        summary.append(row)
+    return summary
+
+
+def _cell(row: dict, column: str) -> str:
+    """A value as a table shows it; with a summary's standard deviation beside it: mean ± std."""
+    std = row.get(column + STD)
+    return f"{_fmt(row[column])} ± {_fmt(std)}" if std is not None else _fmt(row[column])
+
+
+def _shown_columns(rows: list[dict]) -> list[str]:
+    """A table's columns: a summary's std columns go into their metric's cell."""
+    return [c for c in (list(rows[0]) if rows else list(SETTING_COLUMNS))
+            if not (c.endswith(STD) and c[:-len(STD)] in rows[0])]
+
+
 def write_tables(rows: list[dict], folder: Path, settings: dict) -> None:
     columns = list(rows[0]) if rows else list(SETTING_COLUMNS)
     with open(folder / "report.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    (folder / "report.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=1) + "\n")
+    repeats = settings.get("repeats", 1)
+    summary = summarize_repeats(rows) if repeats > 1 else None
+    report = {"settings": settings, "rows": rows} | ({"summary": summary} if summary is not None else {})
+    (folder / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    seed = settings.get("seed", 0)
+    if repeats > 1:
+        seeds = (f"mean ± standard deviation over {repeats} seeds ({', '.join(str(seed + 2 * r) for r in range(repeats))}; "
+                 "one row per seed in report.csv and report.json)")
+        teacher_seeds = "seeds " + ", ".join(str(seed + 2 * r + 1) for r in range(repeats))
+    else:
+        seeds, teacher_seeds = f"seed {seed}", f"seed {seed + 1}"
     lines = [f"# gdistill eval: {settings.get('command', '')}", "",
-             f"Reference: {settings.get('ref')}; {settings.get('n')} samples a row, seed {settings.get('seed')}, "
+             f"Reference: {settings.get('ref')}; {settings.get('n')} samples a row, {seeds}, "
              f"device {settings.get('device')}." + (
                  f" Columns *_to_teacher: distance to the guided teacher's samples at the same w "
-                 f"({settings['to_teacher_steps']} steps, seed {settings.get('seed', 0) + 1})."
+                 f"({settings['to_teacher_steps']} steps, {teacher_seeds})."
                  if settings.get("to_teacher_steps") else ""), ""]
     lines += [f"{column}: n/a in every row: {why}.  " for column, why in (settings.get("unavailable") or {}).items()]
+    shown = summary or rows
+    columns = _shown_columns(shown)
     lines += ["",
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(r[c]) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(_cell(r, c) for c in columns) + " |" for r in shown]
     (folder / "report.md").write_text("\n".join(lines) + "\n")
 
 
@@ -56,14 +114,15 @@ SHORT_HEADERS = {"calls_per_image": "calls", "seconds_per_image": "ms/img", "cla
 
 def rich_table(rows: list[dict], title: str) -> Table:
     """The table for the terminal: the files' columns less those that are the same in every row
-    (n, seed; run and sampler when there is one), seconds shown as milliseconds."""
-    columns = [c for c in (list(rows[0]) if rows else [])
+    (n, seed; run and sampler when there is one), seconds shown as milliseconds; a summary's
+    metrics as mean ± std."""
+    columns = [c for c in _shown_columns(rows)
                if c not in ("n", "seed") and not (c in ("run", "sampler") and len({r[c] for r in rows}) == 1)]
     table = Table(title=title)
     for c in columns:
         table.add_column(SHORT_HEADERS.get(c, c), justify="left" if c in ("run", "model", "sampler") else "right")
     for r in rows:
-        table.add_row(*(_fmt(r[c] * 1000 if c == "seconds_per_image" else r[c]) for c in columns))
+        table.add_row(*(_fmt(r[c] * 1000) if c == "seconds_per_image" else _cell(r, c) for c in columns))
     return table
 
 

@@ -364,49 +364,61 @@ def _sample_entry(entry: SweepModel, steps: int, w: float, sampler: str, n: int,
     return decode_latent_samples(result, entry.manifest, device)
 
 
+def repeat_seeds(seed: int, repeats: int) -> list[tuple[int, int]]:
+    """(the rows' seed, the teacher reference's seed) of each repeat: seed + 2r and seed + 2r + 1.
+    Spaced by two so that no repeat's rows start from another repeat's reference noise (a guided
+    teacher row would then sit on its own reference, at distance 0)."""
+    return [(seed + 2 * r, seed + 2 * r + 1) for r in range(repeats)]
+
+
 def run_sweep(sweep: list[SweepModel], ws: list[float], scorer: Scorer, n: int, seed: int, device,
               on_row: Callable[[Row, SampleResult], None], prompts: list[str] | None = None,
-              to_teacher_steps: int = 0) -> list[Row]:
+              to_teacher_steps: int = 0, repeats: int = 1) -> list[Row]:
     """Sample and score every (model, sampler, steps, w). Every row draws the same labels (or
     prompts) and the same starting noise (the seed), so differences between rows are the models'.
     With to_teacher_steps, each row is also compared with its guided teacher's samples at the same
     w: that many DDIM steps from seed + 1 (another seed, so a teacher row shows the noise floor),
-    drawn once per (teacher, w)."""
+    drawn once per (teacher, w). With repeats > 1 every row is sampled and scored again from the
+    further seeds of `repeat_seeds`, each with its own teacher reference."""
     rows, teacher_samples = [], {}
 
-    def teacher_reference(entry: SweepModel, w: float) -> SampleResult | None:
+    def teacher_reference(entry: SweepModel, w: float, reference_seed: int) -> SampleResult | None:
         if not to_teacher_steps or entry.teacher is None:
             return None
-        key = (id(entry.teacher), w)
+        key = (id(entry.teacher), w, reference_seed)
         if key not in teacher_samples:
-            teacher_samples[key] = _sample_entry(entry.teacher, to_teacher_steps, w, "deterministic", n, seed + 1,
-                                                 device, prompts)
+            teacher_samples[key] = _sample_entry(entry.teacher, to_teacher_steps, w, "deterministic", n,
+                                                 reference_seed, device, prompts)
         return teacher_samples[key]
 
     for entry in sweep:
         for sampler in entry.samplers:
             for steps in entry.steps:
                 for w in ws:
-                    result = _sample_entry(entry, steps, w, sampler, n, seed, device, prompts)
-                    row = Row(entry.label, entry.kind, sampler, steps, w, result.calls_per_image,
-                              result.seconds / n, n, seed, scorer.score(result, teacher_reference(entry, w)))
-                    rows.append(row)
-                    on_row(row, result)
+                    for row_seed, reference_seed in repeat_seeds(seed, repeats):
+                        result = _sample_entry(entry, steps, w, sampler, n, row_seed, device, prompts)
+                        row = Row(entry.label, entry.kind, sampler, steps, w, result.calls_per_image, result.seconds / n,
+                                  n, row_seed, scorer.score(result, teacher_reference(entry, w, reference_seed)))
+                        rows.append(row)
+                        on_row(row, result)
     return rows
 
 
 def evaluate_into(out: Path, overwrite: bool, sweep: list[SweepModel], ws: list[float], scorer: Scorer, n: int,
                   seed: int, device, settings: dict, on_row: Callable[[Row], None],
-                  prompts: list[str] | None = None, to_teacher_steps: int = 0) -> list[dict]:
+                  prompts: list[str] | None = None, to_teacher_steps: int = 0, repeats: int = 1) -> list[dict]:
     """Run the sweep and write the report folder (see metrics/report.py): built in `.NAME.partial/`
-    and renamed into place when complete, like a run. Returns the rows as dicts."""
-    from ..metrics.report import write_plots, write_tables
+    and renamed into place when complete, like a run. Returns the rows as dicts (every repeat's)."""
+    from ..metrics.report import summarize_repeats, write_plots, write_tables
 
     work = prepare_output(Path(out), overwrite, resumable=False)
     (work / "grids").mkdir(parents=True)
     entries = {e.label: e for e in sweep}
 
     def save_grid(row: Row, result: SampleResult) -> None:
+        if row.seed != seed:  # one grid a row: the first repeat's
+            on_row(row)
+            return
         first = SampleResult(result.samples[:100], result.labels[:100], result.calls_per_image, result.seconds)
         num_classes = entries[row.run].model.num_classes
         run_name = Path(row.run).name  # the kind too where the folder's name does not say it (dmd-gan-0.1-dmd-...)
@@ -418,9 +430,10 @@ def evaluate_into(out: Path, overwrite: bool, sweep: list[SweepModel], ws: list[
                      own_size=is_latent_run(entries[row.run].manifest))
         on_row(row)
 
-    rows = [r.as_dict() for r in run_sweep(sweep, ws, scorer, n, seed, device, save_grid, prompts, to_teacher_steps)]
+    rows = [r.as_dict() for r in run_sweep(sweep, ws, scorer, n, seed, device, save_grid, prompts, to_teacher_steps,
+                                           repeats)]
     write_tables(rows, work, settings)
-    write_plots(rows, work)
+    write_plots(summarize_repeats(rows) if repeats > 1 else rows, work)
     publish_dir(work, Path(out))
     return rows
 
@@ -433,15 +446,15 @@ class EvalPlan:
     metrics: set[str]
     prompts: list[str] | None  # for text models (sample k uses prompt k mod their number); else None
 
-    def rows_total(self, ws: list[float]) -> int:
-        return sum(len(e.samplers) * len(e.steps) * len(ws) for e in self.sweep)
+    def rows_total(self, ws: list[float], repeats: int = 1) -> int:
+        return sum(len(e.samplers) * len(e.steps) * len(ws) for e in self.sweep) * repeats
 
 
 def plan_eval(froms: list[str], ws: list[float], steps: list[int] | None, teacher_steps: list[int] | None,
               samplers: list[str], metrics: set[str], ref: str | None, prompts_file: Path | None, n: int,
               to_teacher_steps: int, out: Path, overwrite: bool, cache_dir: Path, device,
               inception_weights: Path | None, clip_model: str | None, warn: Callable[[str], None],
-              log: Callable[[str], None]) -> EvalPlan:
+              log: Callable[[str], None], repeats: int = 1) -> EvalPlan:
     """eval's rules: the sweep of runs (and their teachers), the reference (default: the first run's
     dataset; Fashion-MNIST and MNIST-format data: their test split), the default metric (images: a
     Fréchet distance; Fashion-MNIST: its classifier's, always computed; points: energy distance),
@@ -453,6 +466,8 @@ def plan_eval(froms: list[str], ws: list[float], steps: list[int] | None, teache
 
     if any(v < 1 for v in (steps or []) + (teacher_steps or [])):
         raise GdistillError("--steps and --teacher-steps must be at least 1")
+    if repeats < 1:
+        raise GdistillError(f"--repeats must be at least 1 (the number of seeds each row is sampled from), got {repeats}")
     if to_teacher_steps < 0:
         raise GdistillError(f"--to-teacher must be a step count >= 1, or 0 for off; got {to_teacher_steps}")
     if not samplers or any(v not in SAMPLERS for v in samplers):
