@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from report import command_line, device_name, run, training_seconds, write_report  # benchmarks/report.py (the script's folder is on sys.path)
+from report import (command_line, device_name, run, training_peak_memory_gib, training_seconds,  # benchmarks/report.py
+                    write_report)  # (the script's folder is on sys.path)
 
 HERE = Path(__file__).resolve().parent
 
@@ -107,9 +108,8 @@ def main() -> None:
         run(gd + ["halve", "--from", str(work / "stage1"), "--rounds", "8", "--out", str(work / "pd")] + preset["halve"])
     if args.train_only:
         return
-    timings = {"teach": training_seconds(work / "teacher"), "match (stage 1)": training_seconds(work / "stage1")}
-    for k in range(1, 9):
-        timings[f"halve round {k} ({512 >> k} -> {256 >> k} steps)"] = training_seconds(work / "pd" / f"round-{k}")
+    stage_runs = {"teach": work / "teacher", "match (stage 1)": work / "stage1",
+                  **{f"halve round {k} ({512 >> k} -> {256 >> k} steps)": work / "pd" / f"round-{k}" for k in range(1, 9)}}
 
     report = out / f"fashion_eval{suffix}"
     if report.is_absolute() and report.is_relative_to(Path.cwd()):
@@ -142,8 +142,11 @@ def main() -> None:
               "fashion-FD / class accuracy from the shipped Fashion-MNIST classifier (not Inception)"
               + ("; Inception KID" + (" and FID" if args.fid else "") + f" from {args.inception_weights}" if args.inception_weights else "")
               + f". *to teacher*: the same distance to the teacher's own {args.to_teacher}-step guided samples at that w (seed 1).", ""]
-    lines += ["| stage | training minutes |", "|---|---|"]
-    lines += [f"| {k} | {v / 60:.1f} |" for k, v in timings.items()]
+    lines += ["| stage | training minutes | peak memory (GiB) |", "|---|---|---|"]
+    lines += [f"| {k} | {training_seconds(run_dir) / 60:.1f} | {fmt(training_peak_memory_gib(run_dir))} |"
+              for k, run_dir in stage_runs.items()]
+    lines += ["", "Peak memory: the largest the run's log records (on a GPU torch's peak allocated memory, on a CPU "
+              "the training process's peak resident set; n/a for runs from before gdistill recorded it)."]
     lines += ["", "Effective guidance of the Stage-1 model (`gdistill " + " ".join(weff_cmd) + "`):", "",
               "| w | " + " | ".join(k.replace("w_eff ", "") for k in weff[0] if k != "w") + " |",
               "|---|" + "---|" * (len(weff[0]) - 1)]

@@ -35,7 +35,8 @@ import torch
 
 from gdistill.run_folder import WEIGHTS
 
-from report import command_line, device_name, run, training_seconds, write_report  # benchmarks/report.py (the script's folder is on sys.path)
+from report import (command_line, device_name, run, training_peak_memory_gib, training_seconds,  # benchmarks/report.py
+                    write_report)  # (the script's folder is on sys.path)
 
 HERE = Path(__file__).resolve().parent
 ROUNDS = 8  # 256 -> 1 steps
@@ -98,6 +99,17 @@ def main() -> None:
     train_minutes["cd-stage1"] = (seconds_stage1 + training_seconds(cd_stage1)) / 60
     train_minutes["dmd-teacher"] = training_seconds(dmd_teacher) / 60
     train_minutes["dmd-gan"] = training_seconds(dmd_gan) / 60
+    # peak memory of the hungriest run a student needs (n/a for logs from before gdistill recorded it)
+    memory = {run_dir.name: training_peak_memory_gib(run_dir) for run_dir in
+              (stage1, cd_teacher, cd_stage1, dmd_teacher, dmd_gan, *(pd / f"round-{k}" for k in range(1, ROUNDS + 1)))}
+
+    def peak(*names: str) -> float | None:
+        values = [memory[name] for name in names]
+        return None if None in values else max(values)
+
+    train_memory = {f"round-{k}": peak(stage1.name, *(f"round-{j}" for j in range(1, k + 1))) for k in STUDENT_ROUNDS}
+    train_memory.update({"cd-teacher": peak(cd_teacher.name), "cd-stage1": peak(stage1.name, cd_stage1.name),
+                         "dmd-teacher": peak(dmd_teacher.name), "dmd-gan": peak(dmd_gan.name)})
 
     report = Path(args.out) / f"objectives_{name}_eval{suffix}"
     if report.is_absolute() and report.is_relative_to(Path.cwd()):
@@ -125,15 +137,16 @@ def main() -> None:
               "dmd-gan": f"DMD from the teacher, GAN head ({gan_weight:g})", **{f"round-{k}": f"halving round {k}" for k in STUDENT_ROUNDS}}
 
     def table(column: str) -> list[str]:
-        lines = ["| model | steps | calls / image | training minutes | " + " | ".join(f"w = {w:g}" for w in ws) + " |",
-                 "|---|---|---|---|" + "---|" * len(ws)]
+        lines = ["| model | steps | calls / image | training minutes | peak memory (GiB) | "
+                 + " | ".join(f"w = {w:g}" for w in ws) + " |", "|---|---|---|---|---|" + "---|" * len(ws)]
         keys = sorted({(student(r), r["steps"]) for r in rows},
                       key=lambda k: (k[0] is not None, -k[1] if k[0] is None else k[1], k[0] or ""))
         for name, steps in keys:
             by_w = {r["w"]: r for r in rows if (student(r), r["steps"]) == (name, steps)}
             first = next(iter(by_w.values()))
             minutes = "-" if name is None else fmt(train_minutes[name], 1)
-            lines.append(f"| {labels[name]} | {steps} | {first['calls_per_image']} | {minutes} | "
+            gib = "-" if name is None else fmt(train_memory[name], 2)
+            lines.append(f"| {labels[name]} | {steps} | {first['calls_per_image']} | {minutes} | {gib} | "
                          + " | ".join(fmt(by_w[w].get(column), digits) if w in by_w else "" for w in ws) + " |")
         return lines
 
@@ -149,7 +162,9 @@ def main() -> None:
               f"    gdistill dmd --teacher {args.teacher} --gan-weight {gan_weight:g} {args.dmd_args}".rstrip(),
               f"    gdistill {' '.join(eval_cmd)}", ""]
     lines += [f"Training minutes: everything a student needs (a halving round: Stage 1 and every round up to "
-              f"it; consistency from Stage 1: Stage 1 and its own run), from the runs' logs. {args.n} samples a row, "
+              f"it; consistency from Stage 1: Stage 1 and its own run), from the runs' logs; peak memory: the "
+              f"largest of those runs' (on a GPU torch's peak allocated memory, on a CPU the process's peak "
+              f"resident set). {args.n} samples a row, "
               f"the same seed and labels in every row.", "",
               f"## {distance} to the teacher's own {to_teacher}-step guided samples at the same w (the distillation error)", "",
               f"The teacher's {to_teacher}-step row (another seed) is the noise floor: the distance between two sample sets "

@@ -1,5 +1,5 @@
 """What every benchmark shares: naming the device and the command, timing on a GPU, running CLI
-steps and reading their training time, and writing the Markdown lines to a file (and printing them)."""
+steps and reading their training time and memory, and writing the Markdown lines to a file (and printing them)."""
 from __future__ import annotations
 
 import json
@@ -78,3 +78,11 @@ def training_seconds(run_dir: Path) -> float:
         resumed = record["step"] <= before["step"]
         seconds += interval / record["steps_per_s"] if resumed else record["time"] - before["time"]
     return seconds
+
+
+def training_peak_memory_gib(run_dir: Path) -> float | None:
+    """A run's peak memory in GiB, the largest its log.jsonl records (on a GPU torch's peak allocated
+    memory, on a CPU the process's peak resident set); None for a log from before gdistill recorded it."""
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    values = [r["peak_memory_gib"] for r in records if "peak_memory_gib" in r]
+    return max(values) if values else None

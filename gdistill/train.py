@@ -13,6 +13,7 @@ import copy
 import json
 import math
 import os
+import resource
 import shutil
 import time
 from dataclasses import dataclass
@@ -305,6 +306,15 @@ def _check_distributed_type(accelerator) -> None:
                             "config (examples/accelerate/)")
 
 
+def peak_memory_gib(device: torch.device) -> float:
+    """This process's peak memory so far, in GiB, as the JSON-lines log records it: on a GPU torch's
+    peak allocated memory there (what the tensors need; its caching allocator reserves a little more),
+    else the process's peak resident set (ru_maxrss, in KiB on Linux), Python and libraries included."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work: Path,
           description: str, recipe: dict, accelerator=None):
     """Train the weights of `model` that require grad (the caller decides: all of them, or a LoRA
@@ -416,6 +426,7 @@ def train(model: torch.nn.Module, loss_fn: LossFn, settings: LoopSettings, work:
                 rate = window_n / max(time.perf_counter() - window_start, 1e-9)
                 record = {"step": done, "loss": window_loss / window_n, "lr": scheduler.get_last_lr()[0],
                           "steps_per_s": round(rate, 3), "time": round(time.time(), 3),
+                          "peak_memory_gib": round(peak_memory_gib(device), 3),
                           **{name: sum(values) / len(values) for name, values in window_terms.items()}}
                 if accelerator.is_main_process:
                     log.write(json.dumps(record) + "\n")

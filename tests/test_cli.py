@@ -32,7 +32,9 @@ def test_pipeline_writes_runs_with_lineage(pipeline, cli):
     assert [e["kind"] for e in r2["lineage"]] == ["teacher", "stage1", "round"]
     assert s1["settings"]["train_steps"] == 30 and s1["settings"]["batch_size"] == 64
     log = (pipeline / "s1" / "log.jsonl").read_text().splitlines()
-    assert len(log) == 3 and {"step", "loss", "steps_per_s"} <= set(yaml.safe_load(log[0]))
+    assert len(log) == 3 and {"step", "loss", "steps_per_s", "peak_memory_gib"} <= set(yaml.safe_load(log[0]))
+    # on a CPU: the process's peak resident set, torch included (well over 0.1 GiB, under the machine's memory)
+    assert all(0.1 < yaml.safe_load(line)["peak_memory_gib"] < 1024 for line in log)
     code, out, _ = cli("info", pipeline / "pd" / "round-2")
     assert code == 0 and "teacher -> stage1 -> round r1 (8 steps) -> round r2 (4 steps)" in out
 
