@@ -17,7 +17,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-
 from rich.table import Table
 
 # Fréchet-distance columns and their names in plots: Inception FID, else a shipped classifier's
