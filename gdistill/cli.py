@@ -347,7 +347,7 @@ def evaluate(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .metrics.reference import default_cache_dir
-    from .metrics.report import rich_table, summarize_repeats
+    from .metrics.report import rich_table
     from .tasks.evaluate import evaluate_into, plan_eval
 
     ws = _check_ws(_numbers("--w", w))
@@ -374,14 +374,13 @@ def evaluate(
     with Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.description}"), console=console) as progress:
         task = progress.add_task("", total=total)
-        rows = evaluate_into(out, overwrite, plan.sweep, ws, scorer, n, seed, dev, settings, lambda row: progress.update(
+        rows, summary = evaluate_into(out, overwrite, plan.sweep, ws, scorer, n, seed, dev, settings, lambda row: progress.update(
             task, advance=1, description=f"{row.model} {row.steps} steps w={row.w:g}"), plan.prompts, to_teacher,
             repeats)
 
     missing = [(r["run"], r["model"], r["steps"], r["w"], c) for r in rows for c in scorer.columns
                if r.get(c) is None and c not in scorer.unavailable]
-    shown = summarize_repeats(rows) if repeats > 1 else rows
-    (console if json_out else Console()).print(rich_table(shown, f"gdistill eval -> {out}"))
+    (console if json_out else Console()).print(rich_table(summary or rows, f"gdistill eval -> {out}"))
     if json_out:
         print(json.dumps(rows, indent=1))
     if missing:

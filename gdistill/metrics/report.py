@@ -76,23 +76,23 @@ def _shown_columns(rows: list[dict]) -> list[str]:
             if not (c.endswith(STD) and c[:-len(STD)] in rows[0])]
 
 
-def write_tables(rows: list[dict], folder: Path, settings: dict) -> None:
+def write_tables(rows: list[dict], folder: Path, settings: dict, summary: list[dict] | None = None) -> None:
+    """The report's files; with `summary` (summarize_repeats of a --repeats eval) report.md shows it and
+    report.json holds it. settings["seeds"]: the (row seed, teacher reference seed) of each repeat."""
     columns = list(rows[0]) if rows else list(SETTING_COLUMNS)
     with open(folder / "report.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    repeats = settings.get("repeats", 1)
-    summary = summarize_repeats(rows) if repeats > 1 else None
     report = {"settings": settings, "rows": rows} | ({"summary": summary} if summary is not None else {})
     (folder / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-    seed = settings.get("seed", 0)
-    if repeats > 1:
-        seeds = (f"mean ± standard deviation over {repeats} seeds ({', '.join(str(seed + 2 * r) for r in range(repeats))}; "
+    row_seeds, reference_seeds = zip(*settings["seeds"])
+    if len(row_seeds) > 1:
+        seeds = (f"mean ± standard deviation over {len(row_seeds)} seeds ({', '.join(map(str, row_seeds))}; "
                  "one row per seed in report.csv and report.json)")
-        teacher_seeds = "seeds " + ", ".join(str(seed + 2 * r + 1) for r in range(repeats))
+        teacher_seeds = "seeds " + ", ".join(map(str, reference_seeds))
     else:
-        seeds, teacher_seeds = f"seed {seed}", f"seed {seed + 1}"
+        seeds, teacher_seeds = f"seed {row_seeds[0]}", f"seed {reference_seeds[0]}"
     lines = [f"# gdistill eval: {settings.get('command', '')}", "",
              f"Reference: {settings.get('ref')}; {settings.get('n')} samples a row, {seeds}, "
              f"device {settings.get('device')}." + (

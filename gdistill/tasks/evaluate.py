@@ -406,9 +406,11 @@ def run_sweep(sweep: list[SweepModel], ws: list[float], scorer: Scorer, n: int, 
 
 def evaluate_into(out: Path, overwrite: bool, sweep: list[SweepModel], ws: list[float], scorer: Scorer, n: int,
                   seed: int, device, settings: dict, on_row: Callable[[Row], None],
-                  prompts: list[str] | None = None, to_teacher_steps: int = 0, repeats: int = 1) -> list[dict]:
+                  prompts: list[str] | None = None, to_teacher_steps: int = 0,
+                  repeats: int = 1) -> tuple[list[dict], list[dict] | None]:
     """Run the sweep and write the report folder (see metrics/report.py): built in `.NAME.partial/`
-    and renamed into place when complete, like a run. Returns the rows as dicts (every repeat's)."""
+    and renamed into place when complete, like a run. Returns the rows as dicts (every repeat's) and,
+    with repeats > 1, their summary (mean ± std per row of the table)."""
     from ..metrics.report import summarize_repeats, write_plots, write_tables
 
     work = prepare_output(Path(out), overwrite, resumable=False)
@@ -432,10 +434,11 @@ def evaluate_into(out: Path, overwrite: bool, sweep: list[SweepModel], ws: list[
 
     rows = [r.as_dict() for r in run_sweep(sweep, ws, scorer, n, seed, device, save_grid, prompts, to_teacher_steps,
                                            repeats)]
-    write_tables(rows, work, settings)
-    write_plots(summarize_repeats(rows) if repeats > 1 else rows, work)
+    summary = summarize_repeats(rows) if repeats > 1 else None
+    write_tables(rows, work, {**settings, "seeds": repeat_seeds(seed, repeats)}, summary)
+    write_plots(summary or rows, work)
     publish_dir(work, Path(out))
-    return rows
+    return rows, summary
 
 
 @dataclass
