@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from report import (command_line, device_name, run, training_peak_memory_gib, training_seconds,  # benchmarks/report.py
+from report import (command_line, device_name, fmt, run, training_peak_memory_gib, training_seconds,  # benchmarks/report.py
                     write_report)  # (the script's folder is on sys.path)
 
 HERE = Path(__file__).resolve().parent
@@ -65,10 +65,6 @@ PRESETS = {
                   "halve": ["--train-steps", "600", "--batch-size", "256", "--mixed-precision", "bf16"],
                   "n": 5000, "w": "0,1,2,4", "teacher_steps": "64,16,8,4", "to_teacher": 64},
 }
-
-
-def fmt(value, digits=2) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ import torch
 
 from gdistill.run_folder import WEIGHTS
 
-from report import (command_line, device_name, run, training_peak_memory_gib, training_seconds,  # benchmarks/report.py
+from report import (command_line, device_name, fmt, run, training_peak_memory_gib, training_seconds,  # benchmarks/report.py
                     write_report)  # (the script's folder is on sys.path)
 
 HERE = Path(__file__).resolve().parent
@@ -43,10 +43,6 @@ ROUNDS = 8  # 256 -> 1 steps
 STUDENT_ROUNDS = {5: 8, 6: 4, 7: 2, 8: 1}  # round -> its sampling steps
 # The headline distance of a report, in order of preference (eval's column names).
 DISTANCES = ("fid", "fashion_fd", "digits_fd", "class_ed", "ed")
-
-
-def fmt(value, digits: int) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def main() -> None:

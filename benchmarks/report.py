@@ -45,6 +45,11 @@ def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
 
 
+def fmt(value, digits: int = 2) -> str:
+    """A table cell: the value to `digits` decimals, or n/a where there is none."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def write_report(path: str | Path, lines: list[str]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
