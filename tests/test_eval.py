@@ -10,7 +10,7 @@ from PIL import Image
 
 from gdistill.data import digits
 from gdistill.errors import GdistillError
-from gdistill.metrics import frechet_distance_of
+from gdistill.metrics import frechet_distance_of, precision_recall
 from gdistill.metrics.digits import DigitsClassifier
 from gdistill.metrics.reference import FeatureCache, load_reference
 from gdistill.metrics.scores import inception_score, kernel_distance
@@ -68,6 +68,25 @@ def test_kernel_distance_is_near_zero_for_one_distribution_and_grows_with_a_shif
     same, spread = kernel_distance(a, b, subset_size=300, subsets=20)
     shifted, _ = kernel_distance(a, b + 0.5, subset_size=300, subsets=20)
     assert abs(same) < 3 * spread + 1e-3 and shifted > 10 * abs(same) and shifted > 0.05
+
+
+def test_precision_counts_samples_on_the_data_and_recall_the_data_the_samples_cover():
+    """Four Gaussian modes: a sample of all four scores high on both; one of two modes keeps its
+    precision and loses half its recall (mode dropping); a shifted one loses both; a narrowed one
+    (all modes, half the spread: what a mode-seeking loss does within a mode) loses recall only."""
+    g = torch.Generator().manual_seed(0)
+    modes = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+
+    def draw(centres, spread=1.0, n=400):
+        return centres[torch.randint(0, len(centres), (n,), generator=g)] + spread * torch.randn(n, 2, generator=g)
+
+    real = draw(modes)
+    same, dropped, shifted, narrow = (precision_recall(real, fake) for fake in
+                                      (draw(modes), draw(modes[:2]), draw(modes) + 5, draw(modes, spread=0.5)))
+    assert min(same) > 0.9
+    assert dropped[0] > 0.95 and 0.4 < dropped[1] < 0.6
+    assert max(shifted) < 0.1
+    assert narrow[0] > 0.95 and narrow[1] < same[1] - 0.2
 
 
 # --- reference sets and the cache --------------------------------------------------------------
@@ -177,6 +196,21 @@ def test_toy2d_is_scored_by_energy_distance_to_exact_samples(cli, tmp_path):
     assert (tmp_path / "r" / "grids").is_dir() and not (tmp_path / "r" / "fd_vs_w.png").exists()
 
 
+def test_prc_shows_guidance_trading_coverage_for_fidelity_on_toy2d(cli, tmp_path):
+    """--prc on toy2d's points: the unguided teacher covers the data (recall near 1), guidance at
+    w = 4 concentrates it (recall falls, precision stays); 1 step lands off the data (precision
+    near 0). Each gets its to-teacher twin, where the teacher at 64 steps covers its own samples."""
+    code, stdout, err = cli("eval", "--from", "toy2d", "--teacher-steps", "1,64", "--to-teacher", 64, "--w", "0,4",
+                            "--n", 400, "--prc", "--ed", "--device", "cpu", "--out", tmp_path / "r", "--json")
+    assert code == 0, err
+    rows = {(r["steps"], r["w"]): r for r in json.loads(stdout)}
+    assert set(rows[64, 0.0]) >= {"class_ed", "precision", "recall", "precision_to_teacher", "recall_to_teacher"}
+    assert rows[64, 0.0]["recall"] > 0.9 and rows[64, 0.0]["precision"] > 0.8
+    assert rows[64, 4.0]["recall"] < 0.5 and rows[64, 4.0]["precision"] > 0.5
+    assert rows[1, 0.0]["precision"] < 0.2
+    assert rows[64, 0.0]["recall_to_teacher"] > 0.9 and rows[64, 4.0]["recall_to_teacher"] > 0.8
+
+
 def test_repeats_score_every_row_from_several_seeds_and_report_the_spread(cli, tmp_path):
     """--repeats 3: each row from seeds 0, 2, 4, each against its own teacher reference (1, 3, 5);
     the first repeat is the plain eval's row, and the summary holds the seeds' mean and std."""
@@ -242,6 +276,7 @@ def test_a_metric_that_cannot_be_computed_exits_1_with_the_report(rounds, cli, t
     (["--w", "one"], "comma-separated list"),
     (["--sampler", "euler"], "--sampler"),
     (["--repeats", "0"], "--repeats must be at least 1"),
+    (["--prc", "--n", "3"], "--prc needs more than 3 samples"),
     (["--isc", "--clip", "--prompts", "{tmp}/missing.txt"], "cannot read --prompts"),
 ])
 def test_bad_input_gives_one_line_and_no_report(rounds, cli, tmp_path, args, message):
@@ -368,6 +403,16 @@ def test_inception_metrics_say_what_to_install_where_torch_fidelity_is_missing(r
     folder = write_digit_folder(tmp_path / "ref")
     code, _, err = cli("eval", "--to-teacher", 0, "--from", rounds / "pd" / "round-2", "--isc", "--ref", folder, "--out", tmp_path / "r")
     assert code == 2 and "gdistill[fid]" in err and not (tmp_path / "r").exists()
+
+
+def test_prc_on_inception_features_asks_for_a_torchscript_file(rounds, cli, tmp_path):
+    """torch-fidelity keeps its Inception features to itself, so --prc against an image folder needs
+    the TorchScript file; said before any import or sampling."""
+    folder = write_digit_folder(tmp_path / "ref")
+    code, _, err = cli("eval", "--to-teacher", 0, "--from", rounds / "pd" / "round-2", "--prc", "--ref", folder,
+                       "--out", tmp_path / "r")
+    assert code == 2 and "--inception-weights" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
 
 
 def test_unknown_metric_name_is_refused_by_the_scorer():

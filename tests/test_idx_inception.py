@@ -145,7 +145,7 @@ def test_eval_with_torchscript_inception_reports_kid_and_distance_to_teacher(tin
     _, path = tiny_inception
     ref = idx_folder(tmp_path / "ref", n_test=60, classes=10)
     code, out, err = cli("eval", "--from", "digits", "--teacher-steps", "2", "--to-teacher", "2", "--w", "1",
-                         "--kid", "--isc", "--n", 20, "--ref", str(ref), "--inception-weights", path,
+                         "--kid", "--isc", "--prc", "--n", 20, "--ref", str(ref), "--inception-weights", path,
                          "--cache-dir", tmp_path / "cache", "--out", tmp_path / "report", "--json")
     assert code == 0, err
     import json
@@ -154,6 +154,7 @@ def test_eval_with_torchscript_inception_reports_kid_and_distance_to_teacher(tin
     assert rows[0]["kid"] > 0 and rows[0]["kid_to_teacher"] is not None
     # the teacher against itself (another seed) is closer than to random reference images
     assert rows[0]["kid_to_teacher"] < rows[0]["kid"]
+    assert all(0 <= rows[0][c] <= 1 for c in ("precision", "recall", "precision_to_teacher", "recall_to_teacher"))
     assert "is: n/a in every row" in (tmp_path / "report" / "report.md").read_text()
 
 
@@ -168,12 +169,13 @@ def test_shipped_fashion_classifier_and_its_columns_in_eval(tmp_path, cli):
     assert classifier.accuracy(noise, torch.arange(200) % 10) < 0.3
     ref = idx_folder(tmp_path / "fashion", n_test=200, classes=10)
     code, out, err = cli("eval", "--from", "digits", "--teacher-steps", "4", "--to-teacher", "8", "--w", "1",
-                         "--n", 150, "--ref", f"fashion-mnist:{ref}", "--cache-dir", tmp_path / "cache",
+                         "--n", 150, "--prc", "--ref", f"fashion-mnist:{ref}", "--cache-dir", tmp_path / "cache",
                          "--out", tmp_path / "report", "--json")
     assert code == 0, err
     import json
     (row,) = json.loads(out)
     assert row["fashion_fd"] > 0 and row["fashion_fd_to_teacher"] >= 0 and 0 <= row["class_accuracy"] <= 1
+    assert all(0 <= row[c] <= 1 for c in ("fashion_precision", "fashion_recall", "fashion_recall_to_teacher"))
     assert not any(k.startswith(("fid", "kid", "digits")) for k in row)  # no Inception unless asked
 
 

@@ -1,3 +1,3 @@
 """Sample-quality metrics."""
-from .distances import class_energy_distance, energy_distance  # noqa: F401
+from .distances import class_energy_distance, energy_distance, precision_recall  # noqa: F401
 from .frechet import feature_statistics, frechet_distance, frechet_distance_of  # noqa: F401

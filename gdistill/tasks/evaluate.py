@@ -15,7 +15,11 @@ Metrics, by the feature network that the reference calls for:
   (with --inception-weights, a TorchScript Inception file, they need no torch-fidelity);
 - any data: the energy distance to the reference in data space (--ed; class-conditional, column
   class_ed, where the reference has classes), which is the metric for toy2d's 2-D points;
-- CLIP score (--clip) of images against prompts (a file, or the run's class names).
+- CLIP score (--clip) of images against prompts (a file, or the run's class names);
+- precision and recall (--prc) in the same feature space as the Fréchet distance (the 2-D points
+  themselves for toy2d): columns digits_/fashion_precision and _recall, or precision and recall
+  for a TorchScript Inception file and for points. Recall is what falls when a generator drops
+  modes (DMD's risk), where a Fréchet distance mixes fidelity and coverage.
 
 Runs of SD-family teachers are sampled from prompts (--prompts, image k from prompt k mod their
 number) and decoded by the teacher pipeline's VAE before scoring, so their metrics are on images.
@@ -31,16 +35,18 @@ import torch
 
 from ..errors import GdistillError
 from ..files import prepare_output, publish_dir
-from ..metrics import class_energy_distance, energy_distance, frechet_distance_of
+from ..metrics import class_energy_distance, energy_distance, frechet_distance_of, precision_recall
 from ..metrics.reference import FeatureCache, ReferenceSet, load_reference, tensor_hash
 from ..metrics.scores import inception_score, kernel_distance
 from ..models import Denoiser
 from ..run_folder import MANIFEST, OWN_SAMPLERS, data_range_of, is_latent_run, is_text_run, load_model, resolve_run
 from .sample import SampleResult, cycle_labels, decode_latent_samples, sample, sample_prompts, save_samples
 
-METRIC_FLAGS = ("fid", "isc", "kid", "clip", "ed")
-# Columns that measure a distance between sample sets: each gets a twin against the teacher's samples.
+METRIC_FLAGS = ("fid", "isc", "kid", "clip", "ed", "prc")
+# Columns that compare two sample sets: each gets a twin against the teacher's samples.
 DISTANCE_COLUMNS = ("digits_fd", "digits_kid", "fashion_fd", "fid", "kid", "class_ed", "ed")
+PRC_COLUMNS = ("digits_precision", "digits_recall", "fashion_precision", "fashion_recall", "precision", "recall")
+PRC_NEIGHBOURS = 3  # Kynkäänniemi et al.'s k
 TO_TEACHER = "_to_teacher"
 DEFAULT_TEACHER_STEPS = 256
 CONSISTENCY_EVAL_STEPS = (1, 2, 4, 8)  # a consistency run is scored at these steps unless --steps says otherwise
@@ -177,22 +183,29 @@ class Scorer:
             raise GdistillError(f"unknown metric {', '.join(sorted(unknown))}: use {', '.join(METRIC_FLAGS)}")
         if n < 2:
             raise GdistillError(f"--n must be at least 2, got {n}")
+        if "prc" in metrics and n <= PRC_NEIGHBOURS:
+            raise GdistillError(f"--prc needs more than {PRC_NEIGHBOURS} samples (the radii are {PRC_NEIGHBOURS}rd-nearest-"
+                                f"neighbour distances): --n is {n}; use 300 or more for stable figures")
         self.asked, self.device = set(metrics), torch.device(device)
         self.reference: ReferenceSet = load_reference(ref, sample_shape)
         self.columns: list[str] = []
         self.network = self.clip = self.classifier = None
         self.names: dict[str, str] = {}  # metric flag (fid, isc, kid) -> the network's column
+        self.network_prc: tuple[str, str] | None = None  # the network's (precision, recall) columns, with --prc
         self.unavailable: dict[str, str] = {}  # column -> why it is n/a in every row
         self.inception_weights: str | None = None
         self._target_features: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self.cache_dir = Path(cache_dir)
         feature_metrics = self.asked & {"fid", "isc", "kid"}
         is_image = len(sample_shape) == 3
+        fashion = self.reference.name.startswith("fashion-mnist") and is_image
+        # the feature network is loaded for its metrics, and for --prc where the Fashion classifier does not serve
+        network_metrics = feature_metrics | (self.asked & {"prc"} if is_image and not fashion else set())
 
         if feature_metrics and not is_image:
             raise GdistillError(f"--{'/--'.join(sorted(feature_metrics))} score images, and these samples are "
                                 f"{tuple(sample_shape)}-shaped points: use --ed (energy distance to --ref toy2d)")
-        if feature_metrics and self.reference.name == "digits":
+        if network_metrics and self.reference.name == "digits":
             from ..metrics.digits import FEATURES, DigitsClassifier
 
             if tuple(sample_shape) != (1, 8, 8):
@@ -201,10 +214,11 @@ class Scorer:
             if "fid" in self.asked and n <= FEATURES:
                 raise GdistillError(f"--n {n} is too small for digits-FD: its features are {FEATURES}-dimensional; "
                                     f"use --n {FEATURES + 1} or more (500 or more for stable figures)")
-            self._use_network(DigitsClassifier(), {"fid": "digits_fd", "isc": "digits_is", "kid": "digits_kid"}, log)
+            self._use_network(DigitsClassifier(), {"fid": "digits_fd", "isc": "digits_is", "kid": "digits_kid"},
+                              ("digits_precision", "digits_recall"), log)
             self.classifier = self.network
             self.columns.append("class_accuracy")
-        elif feature_metrics:
+        elif network_metrics:
             from ..metrics.fidelity import INCEPTION_FEATURES
             from ..metrics.inception import TorchScriptInception, is_torchscript_file
 
@@ -214,13 +228,17 @@ class Scorer:
                     f"{INCEPTION_FEATURES}-dimensional): --n is {n} and --ref holds {len(self.reference.samples)}; "
                     "use more (10,000 is usual)")
             if inception_weights is not None and is_torchscript_file(Path(inception_weights)):
-                self._use_network(TorchScriptInception(inception_weights, self.device), {"fid": "fid", "isc": "is", "kid": "kid"}, log)
+                self._use_network(TorchScriptInception(inception_weights, self.device), {"fid": "fid", "isc": "is", "kid": "kid"},
+                                  ("precision", "recall"), log)
                 if "isc" in self.asked:
                     self.unavailable["is"] = ("the TorchScript Inception has no classifier head (logits); "
                                               "IS needs torch-fidelity's weights")
             else:
                 from ..metrics.fidelity import ensure_inception_weights, import_torch_fidelity
 
+                if "prc" in self.asked and not fashion:
+                    raise GdistillError("--prc on Inception features needs --inception-weights FILE, a TorchScript "
+                                        "Inception (gdistill computes it on features it holds; torch-fidelity keeps its own)")
                 import_torch_fidelity()
                 self.inception_weights = ensure_inception_weights(inception_weights)
                 self.names = {"fid": "fid", "isc": "is", "kid": "kid"}
@@ -237,6 +255,8 @@ class Scorer:
                 self.classifier.id, self.reference, self.classifier.features)
             log(f"reference {self.reference.name}: fashion classifier features {'from the cache' if hit else 'computed and cached'}")
             self.columns += ["fashion_fd", "class_accuracy"]
+            if "prc" in self.asked:
+                self.columns += ["fashion_precision", "fashion_recall"]
         if "clip" in self.asked:
             from ..metrics.clip import DEFAULT_CLIP_MODEL, ClipScorer
 
@@ -257,11 +277,15 @@ class Scorer:
                 raise GdistillError(f"--ref {ref} has classes {sorted(set(labels.tolist()))}, and the run has "
                                     f"0..{num_classes - 1}: pass a reference with the run's classes")
             self.columns.append("class_ed" if labels is not None else "ed")
+        self.points_prc = "prc" in self.asked and not is_image  # points are their own features
+        if self.points_prc:
+            self.columns += ["precision", "recall"]
         self.to_teacher = to_teacher
         if to_teacher:
-            self.columns += [f"{c}{TO_TEACHER}" for c in list(self.columns) if c in DISTANCE_COLUMNS]
+            self.columns += [f"{c}{TO_TEACHER}" for c in list(self.columns) if c in DISTANCE_COLUMNS + PRC_COLUMNS]
 
-    def _use_network(self, network, names: dict[str, str], log: Callable[[str], None]) -> None:
+    def _use_network(self, network, names: dict[str, str], prc_names: tuple[str, str],
+                     log: Callable[[str], None]) -> None:
         """Score with a feature network of ours (digits classifier, TorchScript Inception): the
         reference's features come from the cache, keyed by content and network."""
         self.network, self.names = network, names
@@ -270,6 +294,9 @@ class Scorer:
             f"{'from the cache' if hit else 'computed and cached'}")
         self.reference_features = features
         self.columns += [names[flag] for flag in ("fid", "isc", "kid") if flag in self.asked]
+        if "prc" in self.asked:
+            self.network_prc = prc_names
+            self.columns += list(prc_names)
 
     def _features_of(self, network, result: SampleResult) -> torch.Tensor:
         """A network's features of a target sample set (a teacher's), computed once per set."""
@@ -287,12 +314,16 @@ class Scorer:
         if classifier_features is not None:
             theirs = self.classifier_reference if to_reference else self._features_of(self.classifier, target)
             values["fashion_fd" + suffix] = _or_none(lambda: frechet_distance_of(classifier_features, theirs))
+            if "prc" in self.asked:
+                values.update(_precision_recall(classifier_features, theirs, ("fashion_precision", "fashion_recall"), suffix))
         if features is not None:
             target_features = self.reference_features if to_reference else self._features_of(self.network, target)
             if "fid" in self.asked:
                 values[self.names["fid"] + suffix] = _or_none(lambda: frechet_distance_of(features, target_features))
             if "kid" in self.asked:
                 values[self.names["kid"] + suffix] = _or_none(lambda: kernel_distance(features, target_features)[0])
+            if self.network_prc is not None:
+                values.update(_precision_recall(features, target_features, self.network_prc, suffix))
         elif self.names and self.network is None:  # torch-fidelity: one call for all its metrics (IS too, to the reference)
             from ..metrics.fidelity import inception_metrics
 
@@ -310,6 +341,8 @@ class Scorer:
                 else class_energy_distance(samples, target_samples, labels, target_labels))
         if "ed" in self.columns:
             values["ed" + suffix] = _or_none(lambda: energy_distance(samples, target_samples))
+        if self.points_prc:
+            values.update(_precision_recall(samples, target_samples, ("precision", "recall"), suffix))
         return values
 
     def score(self, result: SampleResult, teacher: SampleResult | None = None) -> dict[str, float | None]:
@@ -330,6 +363,16 @@ class Scorer:
             if self.clip is not None:
                 values["clip_score"] = self.clip.score(samples, [self.prompts[k] for k in labels.tolist()])
         return {c: values.get(c) for c in self.columns}
+
+
+def _precision_recall(mine: torch.Tensor, theirs: torch.Tensor, names: tuple[str, str], suffix: str) -> dict:
+    """{names + suffix: (precision, recall)} of features `mine` against `theirs`, the larger set cut
+    to the smaller's size by a fixed draw: the manifolds' radii depend on the set size, so equal
+    sets keep a student's figures comparable with its teacher's, and a reference's with itself."""
+    size = min(len(mine), len(theirs))
+    mine, theirs = (f[torch.randperm(len(f), generator=torch.Generator().manual_seed(0))[:size]] if len(f) > size else f
+                    for f in (torch.as_tensor(mine), torch.as_tensor(theirs)))
+    return {name + suffix: value for name, value in zip(names, precision_recall(theirs, mine, PRC_NEIGHBOURS))}
 
 
 def _or_none(compute: Callable[[], float]) -> float | None:
