@@ -184,8 +184,8 @@ class Scorer:
         if n < 2:
             raise GdistillError(f"--n must be at least 2, got {n}")
         if "prc" in metrics and n <= PRC_NEIGHBOURS:
-            raise GdistillError(f"--prc needs more than {PRC_NEIGHBOURS} samples (the radii are {PRC_NEIGHBOURS}rd-nearest-"
-                                f"neighbour distances): --n is {n}; use 300 or more for stable figures")
+            raise GdistillError(f"--prc needs more than {PRC_NEIGHBOURS} samples (its radii are distances to the "
+                                f"k-th nearest neighbour, k = {PRC_NEIGHBOURS}): --n is {n}; use 300 or more for stable figures")
         self.asked, self.device = set(metrics), torch.device(device)
         self.reference: ReferenceSet = load_reference(ref, sample_shape)
         self.columns: list[str] = []
