@@ -116,7 +116,7 @@ def main() -> None:
         metrics = ["--kid", "--inception-weights", args.inception_weights] + (["--fid"] if args.fid else [])
     eval_cmd = ["eval", *[a for s in students for a in ("--from", s)], "--teacher-steps", args.teacher_steps,
                 "--w", args.w, "--n", str(n), "--device", args.device, "--to-teacher", str(args.to_teacher),
-                *metrics, "--out", str(report), "--overwrite"]
+                "--prc", *metrics, "--out", str(report), "--overwrite"]
     run(gd + eval_cmd)
     rows = json.loads((report / "report.json").read_text())["rows"]
     weff_cmd = ["info", str(work / "stage1"), "--w-eff", "--w", args.w, "--n", "512", "--device", args.device, "--json"]
@@ -150,11 +150,15 @@ def main() -> None:
     inception = {"fid": "Inception FID", "fid_to_teacher": "FID to teacher", "kid": "Inception KID",
                  "kid_to_teacher": "KID to teacher"}
     extra = [c for c in inception if rows and c in rows[0]]
-    lines += ["", "| model | steps | w | calls / image | fashion-FD | fashion-FD to teacher | "
-              + "".join(f"{inception[c]} | " for c in extra) + "class accuracy | ms / image |", "|---|---|---|---|---|---|" + "---|" * len(extra) + "---|---|"]
+    lines += ["", "*recall*: the share of the test images (*to teacher*: of the teacher's samples) inside the row's "
+              "sample manifold in the classifier's features (eval --prc, k = 3): it falls where a student drops modes.", ""]
+    lines += ["| model | steps | w | calls / image | fashion-FD | fashion-FD to teacher | recall | recall to teacher | "
+              + "".join(f"{inception[c]} | " for c in extra) + "class accuracy | ms / image |",
+              "|---|---|---|---|---|---|---|---|" + "---|" * len(extra) + "---|---|"]
     for w in sorted({r["w"] for r in rows}):
         lines += [f"| {r['model']} | {r['steps']} | {r['w']:g} | {r['calls_per_image']} | {fmt(r['fashion_fd'])} | "
-                  f"{fmt(r['fashion_fd_to_teacher'])} | " + "".join(f"{fmt(r[c], 4 if 'kid' in c else 2)} | " for c in extra)
+                  f"{fmt(r['fashion_fd_to_teacher'])} | {fmt(r['fashion_recall'])} | {fmt(r['fashion_recall_to_teacher'])} | "
+                  + "".join(f"{fmt(r[c], 4 if 'kid' in c else 2)} | " for c in extra)
                   + f"{fmt(r['class_accuracy'], 3)} | {r['seconds_per_image'] * 1000:.2f} |" for r in rows if r["w"] == w]
     lines += ["", f"Plots and sample grids: {report.name}/ (fd_vs_w.png, fd_vs_calls.png, grids/)."]
     write_report(out / f"fashion_pipeline{suffix}.md", lines)

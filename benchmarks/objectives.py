@@ -17,7 +17,9 @@ every route gdistill offers to a few-step w-conditioned student, timing each run
 
 Then one `gdistill eval` of all of them, and of the guided teacher at --teacher-steps, over the w of
 --w, from the same seed and labels: distance to the data and to the teacher's own --to-teacher-step
-guided samples at the same w (the teacher's row at that step count, another seed, is the noise floor).
+guided samples at the same w (the teacher's row at that step count, another seed, is the noise floor),
+and the recall of the teacher's samples (eval --prc: the share of them the student's samples cover,
+which falls where a student drops modes).
 toy2d: class-conditional energy distance (--ed); digits: digits-FD from the shipped classifier;
 Fashion-MNIST teachers: fashion-FD (and Inception FID/KID with --inception-weights).
 Runs in --work are reused when complete (an interrupted one resumes). Writes
@@ -43,6 +45,8 @@ ROUNDS = 8  # 256 -> 1 steps
 STUDENT_ROUNDS = {5: 8, 6: 4, 7: 2, 8: 1}  # round -> its sampling steps
 # The headline distance of a report, in order of preference (eval's column names).
 DISTANCES = ("fid", "fashion_fd", "digits_fd", "class_ed", "ed")
+# eval --prc's recall in the same features as each distance
+RECALLS = {"fid": "recall", "fashion_fd": "fashion_recall", "digits_fd": "digits_recall", "class_ed": "recall", "ed": "recall"}
 
 
 def main() -> None:
@@ -110,7 +114,7 @@ def main() -> None:
     report = Path(args.out) / f"objectives_{name}_eval{suffix}"
     if report.is_absolute() and report.is_relative_to(Path.cwd()):
         report = report.relative_to(Path.cwd())  # the command in the result reads as one to type
-    metrics = {"toy2d": ["--ed"], "digits": ["--fid"]}.get(args.teacher, [])
+    metrics = {"toy2d": ["--ed"], "digits": ["--fid"]}.get(args.teacher, []) + ["--prc"]
     if args.inception_weights:
         metrics += ["--fid", "--inception-weights", args.inception_weights]
     students = [str(pd / f"round-{k}") for k in STUDENT_ROUNDS] + [str(cd_teacher), str(cd_stage1), str(dmd_teacher), str(dmd_gan)]
@@ -132,7 +136,7 @@ def main() -> None:
               "cd-stage1": "consistency from Stage 1", "dmd-teacher": "DMD from the teacher",
               "dmd-gan": f"DMD from the teacher, GAN head ({gan_weight:g})", **{f"round-{k}": f"halving round {k}" for k in STUDENT_ROUNDS}}
 
-    def table(column: str) -> list[str]:
+    def table(column: str, digits: int = digits) -> list[str]:
         lines = ["| model | steps | calls / image | training minutes | peak memory (GiB) | "
                  + " | ".join(f"w = {w:g}" for w in ws) + " |", "|---|---|---|---|---|" + "---|" * len(ws)]
         keys = sorted({(student(r), r["steps"]) for r in rows},
@@ -168,6 +172,12 @@ def main() -> None:
     lines += table(f"{distance}_to_teacher")
     lines += ["", f"## {distance} to the data", ""]
     lines += table(distance)
+    recall = RECALLS[distance]
+    lines += ["", f"## Recall of the teacher's samples ({recall}_to_teacher, in the same features)", "",
+              f"The share of the teacher's {to_teacher}-step samples that fall inside the student's sample manifold "
+              "(k = 3 nearest neighbours, Kynkäänniemi et al. 2019): a student that drops modes loses it, where a "
+              "distance mixes that with fidelity. The teacher's row is its own floor.", ""]
+    lines += table(f"{recall}_to_teacher", 2)
     lines += ["", f"Every column, plots and sample grids: {report.name}/ (report.md, report.csv, grids/)."]
     write_report(Path(args.out) / f"objectives_{name}{suffix}.md", lines)
 
