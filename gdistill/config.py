@@ -94,6 +94,7 @@ class DMDConfig(MatchConfig):
     regression_weight: float = 0.0  # DMD's regression to the teacher's own samples from the same noise; 0: none
     regression_pairs: int = 1024  # (noise, teacher sample) pairs made at the start of the run
     regression_steps: int = 64  # the guided teacher's deterministic DDIM steps for those samples
+    pairs_from: str | None = None  # an earlier dmd run of the same start whose pairs this run takes (their count and steps too)
     init: str | None = None  # a w-conditioned student of the same teacher the generator starts from (a halving round)
 
 
@@ -293,6 +294,9 @@ def validate(c) -> None:
                  f"--regression-weight must be a finite number >= 0 (0: no regression term), got {c.regression_weight}")
         _require(c.regression_pairs >= 1, f"--regression-pairs must be at least 1, got {c.regression_pairs}")
         _require(c.regression_steps >= 1, f"--regression-steps must be at least 1, got {c.regression_steps}")
+        _require(c.pairs_from is None or c.regression_weight > 0 or c.gan_real == "teacher",
+                 "--pairs-from gives the teacher pairs of --regression-weight and --gan-real teacher, and neither "
+                 "is on: give one of them, or leave --pairs-from out")
         _require(c.regression_weight == 0 or c.generator_steps == 1,
                  f"--regression-weight is for 1-step generators (a {c.generator_steps}-step generator re-noises between "
                  "steps, so its sample is no function of the noise): use --generator-steps 1 or leave it out")

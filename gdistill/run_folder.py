@@ -187,12 +187,17 @@ def load_model(arg: str | Path, raw: bool = False, pipeline_options: dict | None
     return LoadedRun(model.eval().requires_grad_(False), manifest, run)
 
 
-def commit_run(work: Path, out: Path, manifest: dict, weights: dict[str, dict[str, torch.Tensor]]) -> Path:
+def commit_run(work: Path, out: Path, manifest: dict, weights: dict[str, dict[str, torch.Tensor]],
+               keep: tuple[str, ...] = ()) -> Path:
     """Write the weights and then the manifest into the work folder and rename it to `out`.
-    `weights` maps file names (WEIGHTS, RAW_WEIGHTS) to state dicts."""
+    `weights` maps file names (WEIGHTS, RAW_WEIGHTS) to state dicts; `keep` names files of the
+    scratch folder that the run keeps beside them (recorded with their sha256 as the weights are)."""
     files = {}
     for name, state in weights.items():
         save_safetensors_atomic(state, work / name)
+        files[name] = sha256_file(work / name)
+    for name in keep:
+        (work / SCRATCH / name).replace(work / name)
         files[name] = sha256_file(work / name)
     manifest = {"gdistill_version": __version__,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -41,10 +41,12 @@ class Objective:
     step's loss reaches some of the weights; Adam leaves the others as they are) sets
     `trains_in_turns`, so that DDP expects unused weights. Before `prepare` the loop sets `scratch`
     to a folder of the work folder that a resume of the same recipe finds again (emptied when the
-    recipe changes, removed when the run is committed): for what is costly to make once per run."""
+    recipe changes, removed when the run is committed): for what is costly to make once per run.
+    The files named in `kept_in_run` move from it into the committed run."""
 
     trains_in_turns = False
     scratch: Path | None = None
+    kept_in_run: tuple[str, ...] = ()
 
     def prepare(self, device: torch.device, model: torch.nn.Module, ema: ShadowWeights | None) -> None:
         pass

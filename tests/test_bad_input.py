@@ -92,6 +92,7 @@ CASES = [
     (["dmd", "--teacher", "toy2d", "--train-steps", "5", "--out", "{o}/d"], "leaves no generator update"),
     (["dmd", "--teacher", "toy2d", "--regression-weight", "-1", "--out", "{o}/d"], "--regression-weight must be a finite number >= 0"),
     (["dmd", "--teacher", "toy2d", "--regression-weight", "1", "--generator-steps", "2", "--out", "{o}/d"], "is for 1-step generators"),
+    (["dmd", "--teacher", "toy2d", "--pairs-from", "{o}/d0", "--out", "{o}/d"], "neither is on"),
     (["dmd", "--teacher", "toy2d", "--gan-real", "teacher", "--out", "{o}/d"], "there is no head: give --gan-weight > 0 too"),
     (["dmd", "--teacher", "toy2d", "--gan-real", "generated", "--gan-weight", "1", "--out", "{o}/d"], "--gan-real must be one of data, teacher"),
     (["dmd", "--teacher", "{r}/cd", "--out", "{o}/d"], "starts from a guided teacher or a Stage-1 run"),

@@ -238,7 +238,7 @@ def test_dmd_trains_under_bf16_autocast_with_finite_terms(tmp_path, cli):
     names = ("fake_score_loss", "dmd_loss", "regression_loss")
     terms = {k: v for r in records for k, v in r.items() if k in names}
     assert set(terms) == set(names) and all(math.isfinite(v) for v in terms.values())
-    assert not (tmp_path / "d" / "scratch").exists()  # the kept teacher samples are not shipped
+    assert not (tmp_path / "d" / "scratch").exists()  # the teacher samples are kept in the run itself
 
 
 def test_init_starts_the_generator_from_a_student_and_the_fake_score_from_the_teacher(tmp_path, cli):
@@ -287,6 +287,47 @@ def test_the_teacher_samples_are_made_once_and_kept_for_a_resume(tmp_path):
     resumed.scratch = tmp_path
     resumed.prepare(torch.device("cpu"), networks, None)
     assert torch.equal(resumed.pairs[3], first.pairs[3] + 1.0) and torch.equal(resumed.pairs[1], first.pairs[1])
+
+
+def test_a_run_keeps_its_teacher_pairs_and_a_later_run_takes_them(tmp_path, cli):
+    """A dmd run that made teacher pairs keeps them (their sha256 in its manifest); --pairs-from
+    gives a later run of the same teacher those very pairs, whatever its seed, with their count and
+    steps in its settings, and records the run they came from. Pairs of a run without them, of
+    another start, for another w range, or changed on disk are refused with one line, and no run is
+    left behind."""
+    from safetensors.torch import load_file, save_file
+
+    from gdistill.files import sha256_file
+
+    pairs = DistributionMatching.PAIRS_FILE
+    small = ("--train-steps", 4, "--fake-updates", 1, "--batch-size", 16)
+    assert cli("dmd", "--teacher", "toy2d", *small, "--regression-weight", 1, "--regression-pairs", 24,
+               "--regression-steps", 3, "--out", tmp_path / "first")[0] == 0
+    first = load_model(tmp_path / "first")[1]
+    assert first["files"][pairs] == sha256_file(tmp_path / "first" / pairs)
+    made = load_file(str(tmp_path / "first" / pairs))
+    assert len(made["noise"]) == 24
+
+    code, _, err = cli("dmd", "--teacher", "toy2d", *small, "--gan-weight", 1, "--gan-real", "teacher", "--seed", 5,
+                       "--pairs-from", tmp_path / "first", "--out", tmp_path / "second")
+    assert code == 0, err
+    second = load_model(tmp_path / "second")[1]
+    taken = load_file(str(tmp_path / "second" / pairs))
+    assert all(torch.equal(taken[name], made[name]) for name in DistributionMatching.PAIR_PARTS)
+    assert (second["settings"]["regression_pairs"], second["settings"]["regression_steps"]) == (24, 3)
+    assert second["pairs_from"]["sha256"] == first["files"]["model.safetensors"]
+
+    assert cli("dmd", "--teacher", "toy2d", *small, "--out", tmp_path / "no-pairs")[0] == 0
+    assert cli("match", "--teacher", "toy2d", *small[:2], "--batch-size", 16, "--out", tmp_path / "stage1")[0] == 0
+    refusals = [(("--teacher", "toy2d", "--pairs-from", tmp_path / "no-pairs"), "keeps no teacher pairs"),
+                (("--teacher", tmp_path / "stage1", "--pairs-from", tmp_path / "first"), "pass a dmd run of this teacher"),
+                (("--teacher", "toy2d", "--w-max", 2, "--pairs-from", tmp_path / "first"), "pass --w-min 0.0 --w-max 4.0")]
+    save_file({**made, "sample": made["sample"] + 1}, str(tmp_path / "second" / pairs))
+    refusals.append((("--teacher", "toy2d", "--pairs-from", tmp_path / "second"), "does not match its recorded sha256"))
+    for args, message in refusals:
+        code, _, err = cli("dmd", *args, *small, "--regression-weight", 1, "--out", tmp_path / "refused")
+        assert code != 0 and message in err and len(err.strip().splitlines()) == 1, (args, err)
+        assert not (tmp_path / "refused").exists() and not (tmp_path / ".refused.partial").exists()
 
 
 def test_the_regression_term_pulls_the_generator_onto_the_teachers_ode_map():

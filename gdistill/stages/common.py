@@ -156,7 +156,7 @@ def train_and_commit(model: torch.nn.Module, loss_fn: LossFn, config, out: Path,
                 "schedule": model.schedule.to_config(), "ema_decay": config.ema_decay,
                 "settings": settings}
     if state.is_main_process:  # one writer; the others wait until the run is in place (halve reads it next)
-        commit_run(work, Path(out), manifest, weights)
+        commit_run(work, Path(out), manifest, weights, keep=getattr(loss_fn, "kept_in_run", ()))
     state.wait_for_everyone()
     return Path(out)
 

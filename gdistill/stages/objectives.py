@@ -304,21 +304,35 @@ class DistributionMatching(FrozenTeacherObjective):
     PAIRS_FILE = "teacher_pairs.safetensors"
     PAIR_PARTS = ("noise", "labels", "w", "sample")
 
-    def kept_regression_pairs(self, device):
-        """regression_pairs, made once per run: kept in the scratch folder, so that a resume loads
-        them instead of sampling the teacher again (31 minutes for the Fashion CPU teacher's 4,096)."""
-        from safetensors.torch import load_file
+    @property
+    def kept_in_run(self) -> tuple[str, ...]:
+        """The committed run keeps its pairs, for a later run's --pairs-from: they cost more to make
+        again (4,096 at 64 guided steps: 31 minutes for the Fashion CPU teacher) than to store."""
+        return (self.PAIRS_FILE,) if self.pairs is not None and self.scratch is not None else ()
 
+    def kept_regression_pairs(self, device):
+        """regression_pairs, made once per run or taken from an earlier run's (--pairs-from,
+        checked by the dmd stage): kept in the scratch folder, so that a resume loads them instead
+        of sampling the teacher again."""
         from ..files import save_safetensors_atomic
+        from ..run_folder import resolve_run
 
         path = self.scratch / self.PAIRS_FILE if self.scratch is not None else None
         if path is not None and path.is_file():
-            kept = load_file(str(path))
-            return tuple(kept[name].to(device) for name in self.PAIR_PARTS)
-        pairs = self.regression_pairs(device)
+            return self.loaded_pairs(path, device)
+        if self.config.pairs_from is not None:
+            pairs = self.loaded_pairs(resolve_run(self.config.pairs_from) / self.PAIRS_FILE, device)
+        else:
+            pairs = self.regression_pairs(device)
         if path is not None and process_state().is_main_process:
             save_safetensors_atomic(dict(zip(self.PAIR_PARTS, pairs)), path)
         return pairs
+
+    def loaded_pairs(self, path, device):
+        from safetensors.torch import load_file
+
+        kept = load_file(str(path))
+        return tuple(kept[name].to(device) for name in self.PAIR_PARTS)
 
     @torch.no_grad()
     def regression_pairs(self, device):
