@@ -183,7 +183,7 @@ def test_every_row_is_also_scored_against_the_teachers_own_samples(rounds, cli, 
     off = json.loads(stdout_off)
     assert [r["digits_fd"] for r in off] == [r["digits_fd"] for r in rows]
     assert not any(k.endswith("_to_teacher") for k in off[0])
-    assert "to the guided teacher's samples at the same w (16 steps, seed 1)" in (tmp_path / "r" / "report.md").read_text()
+    assert "_to_teacher: the same measure (distance, or precision and recall) against the guided teacher's samples at the same w (16 steps, seed 1)" in (tmp_path / "r" / "report.md").read_text()
 
 
 def test_toy2d_is_scored_by_energy_distance_to_exact_samples(cli, tmp_path):

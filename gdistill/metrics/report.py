@@ -96,7 +96,7 @@ def write_tables(rows: list[dict], folder: Path, settings: dict, summary: list[d
     lines = [f"# gdistill eval: {settings.get('command', '')}", "",
              f"Reference: {settings.get('ref')}; {settings.get('n')} samples a row, {seeds}, "
              f"device {settings.get('device')}." + (
-                 f" Columns *_to_teacher: distance to the guided teacher's samples at the same w "
+                 f" Columns *_to_teacher: the same measure (distance, or precision and recall) against the guided teacher's samples at the same w "
                  f"({settings['to_teacher_steps']} steps, {teacher_seeds})."
                  if settings.get("to_teacher_steps") else ""), ""]
     lines += [f"{column}: n/a in every row: {why}.  " for column, why in (settings.get("unavailable") or {}).items()]
