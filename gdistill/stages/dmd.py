@@ -100,4 +100,3 @@ def take_pairs_from(arg: str, start: OneRunStart) -> tuple[OneRunStart, dict]:
     config = dataclasses.replace(start.config, regression_pairs=settings["regression_pairs"],
                                  regression_steps=settings["regression_steps"])
     return start._replace(config=config), parent_record(run, manifest)
-
