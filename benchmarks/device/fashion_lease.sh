@@ -24,6 +24,6 @@ timeout "${PIPELINE_SECONDS:-540}" python3 benchmarks/fashion_pipeline.py --pres
 rc=$?
 echo "fashion_pipeline.py exit $rc after $SECONDS s"
 tail -n 40 "$out/pipeline.log"
-(cd "$keep" && tar czf "$out/fashion_lease.tar.gz" results $(cd "$keep" && find "${work#$keep/}" \( -name log.jsonl -o -name manifest.yaml -o -name recipe.json \) 2>/dev/null))
+(cd "$keep" && tar czf "$out/fashion_lease.tar.gz" results $(find "${work#$keep/}" \( -name log.jsonl -o -name manifest.yaml -o -name recipe.json \) 2>/dev/null))
 ls -la "$out"
 exit $rc
