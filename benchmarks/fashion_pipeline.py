@@ -88,13 +88,13 @@ def with_train_steps(stage_args: list[str], steps: int) -> list[str]:
     return [*stage_args[:i], str(steps), *stage_args[i + 1:]]
 
 
-def steps_scale_to_fit(gd: list[str], teach_command: list[str], stages: dict, minutes: float, probe_dir: Path) -> tuple[float, float]:
+def steps_scale_to_fit(gd: list[str], teach_command: list[str], preset: dict, minutes: float, probe_dir: Path) -> tuple[float, float]:
     """The factor on every stage's steps that makes training take about `minutes` on this machine,
     and the teacher's rate it rests on: 60 steps of the teacher's recipe, timed over the last 30 (the
     first ones include start-up work: allocation, cuDNN's algorithm search)."""
-    run(gd + teach_command + with_train_steps(stages["teach"], 60) + ["--log-every", "30", "--out", str(probe_dir)])
+    run(gd + teach_command + with_train_steps(preset["teach"], 60) + ["--log-every", "30", "--out", str(probe_dir)])
     rate = json.loads((probe_dir / "log.jsonl").read_text().splitlines()[-1])["steps_per_s"]
-    seconds = sum(train_steps(stages[k]) * (HALVING_ROUNDS if k == "halve" else 1) / (rate * RELATIVE_RATE[k])
+    seconds = sum(train_steps(preset[k]) * (HALVING_ROUNDS if k == "halve" else 1) / (rate * RELATIVE_RATE[k])
                   for k in STAGES)
     return minutes * 60 / seconds, rate
 

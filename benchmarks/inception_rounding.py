@@ -40,9 +40,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rounded = Path(tmp) / "rounded.pt"
         torch.jit.save(torch.jit.load(args.weights, map_location="cpu").half().float(), str(rounded))
-        features = {name: {split: TorchScriptInception(path, batch_size=50).features(x).double().numpy()
-                           for split, x in images.items()}
-                    for name, path in (("exact", args.weights), ("fp16-rounded", rounded))}
+        features = {}
+        for name, path in (("exact", args.weights), ("fp16-rounded", rounded)):
+            net = TorchScriptInception(path, batch_size=50)
+            features[name] = {split: net.features(x).double().numpy() for split, x in images.items()}
     exact, rounded_f = features["exact"], features["fp16-rounded"]
     relative = max(float((np.linalg.norm(exact[s] - rounded_f[s], axis=1) / np.linalg.norm(exact[s], axis=1)).max())
                    for s in images)
